@@ -1,0 +1,1 @@
+"""segment-worker: real-time customer segments."""

@@ -1,0 +1,36 @@
+"""Configuration from ``SEGMENT_WORKER_*`` environment variables (CONTRACT §1)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every setting of the contract, with its default."""
+
+    model_config = SettingsConfigDict(env_prefix="SEGMENT_WORKER_", extra="ignore")
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    database_url: str | None = None
+    redis_url: str | None = None
+    topic_events: str = "customer-events"
+    topic_membership: str = "segment-membership-events"
+    topic_dlq: str = "customer-events.dlq"
+    consumer_group: str = "segment-worker"
+    tick_seconds: float = Field(default=5.0, gt=0)
+    api_tokens: str | None = None
+    input_partitions: int = Field(default=12, ge=1)
+    audience_ttl_seconds: int = Field(default=86400, ge=1)
+
+    def require_database_url(self) -> str:
+        """The PostgreSQL DSN, or a clear error when it is not configured."""
+        if not self.database_url:
+            raise RuntimeError("SEGMENT_WORKER_DATABASE_URL is not set (a PostgreSQL DSN, asyncpg form)")
+        return self.database_url
+
+    def require_redis_url(self) -> str:
+        """The Redis URL, or a clear error when it is not configured."""
+        if not self.redis_url:
+            raise RuntimeError("SEGMENT_WORKER_REDIS_URL is not set (redis://… or unix://…)")
+        return self.redis_url

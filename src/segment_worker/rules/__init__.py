@@ -1,0 +1,1 @@
+"""Rules of dynamic segments: AST, validation, and the two compilers (Python predicate and SQL)."""
