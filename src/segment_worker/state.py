@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 from .timeutil import Version
 
@@ -45,3 +46,35 @@ class CustomerState:
     first_seen_us: int | None = None
     deleted_us: int | None = None
     deleted_event_id: str | None = None
+
+
+@dataclass(slots=True)
+class Membership:
+    """A customer's standing in one segment; the row stays after an exit so ``seq`` continues."""
+
+    is_member: bool
+    seq: int
+    joined_at: datetime | None = None
+
+
+@dataclass(slots=True)
+class CustomerRecord:
+    """What the engine needs of one customer: its state (None = never seen) and memberships."""
+
+    state: CustomerState | None
+    memberships: dict[UUID, Membership] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """One enter/exit of a (segment, customer) pair, as stored in ``transitions`` and emitted."""
+
+    workspace_id: str
+    segment_id: UUID
+    segment_name: str
+    customer_id: str
+    partition: int
+    seq: int
+    kind: str  # "entered" | "exited"
+    cause: dict[str, str]
+    at: datetime
