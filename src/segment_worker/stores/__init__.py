@@ -1,0 +1,205 @@
+"""Persistence: PostgreSQL (the truth), Redis (derived sets), and the unit of work that orders them.
+
+This package root holds only pure things — the record types the store functions exchange, the
+validation every membership writer shares, and the ``SegmentStore`` protocol that both the real
+PostgreSQL+Redis store (``stores.unit.PgRedisStore``) and the in-memory fake
+(``stores.memory.MemoryStore``) implement. The I/O lives in the submodules:
+
+- ``stores.postgres`` (and ``pg_*``): asyncpg functions taking a connection;
+- ``stores.redis``: key names, applying grouped SADD/SREM/DEL;
+- ``stores.unit``: ``partition_unit`` — lock, transaction, commit, Redis, unlock;
+- ``stores.reconcile``: compare and repair Redis against PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import IntEnum
+from typing import Any, Protocol
+from uuid import UUID
+
+from ..state import CustomerRecord, CustomerState, Transition
+from .errors import MembershipConflictError
+
+CustomerKey = tuple[str, str]  # (workspace_id, customer_id)
+
+
+class OpKind(IntEnum):
+    """A pending Redis write, as stored in ``redis_ops.op``."""
+
+    SADD = 1
+    SREM = 2
+    DEL = 3
+
+
+@dataclass(frozen=True, slots=True)
+class RedisOp:
+    """One Redis write committed with PostgreSQL; ``id`` orders ops (0 = not stored yet)."""
+
+    partition: int
+    op: OpKind
+    key: str
+    member: str | None = None
+    id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class OptOutChange:
+    """A customer's marketing opt-out flag became ``opted_out`` (mirrored in ``sw:{ws}:optout``)."""
+
+    workspace_id: str
+    customer_id: str
+    partition: int
+    opted_out: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TransitionRow:
+    """A row of ``transitions`` (history and Kafka outbox); ``customer_id``/``seq`` are None for
+    ``kind == 'deleted'``."""
+
+    id: int
+    partition: int
+    workspace_id: str
+    segment_id: UUID
+    segment_name: str
+    customer_id: str | None
+    seq: int | None
+    kind: str
+    cause: dict[str, Any]
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Everything one unit of work writes for a set of partitions (a worker batch, a tick, …)."""
+
+    partitions: Sequence[int]
+    states: Sequence[CustomerState] = ()
+    transitions: Sequence[Transition] = ()
+    optouts: Sequence[OptOutChange] = ()
+
+    def check_partitions(self) -> None:
+        """Raise ValueError when the batch writes a partition it does not lock."""
+        locked = set(self.partitions)
+        written = (
+            {s.partition for s in self.states}
+            | {t.partition for t in self.transitions}
+            | {o.partition for o in self.optouts}
+        )
+        if not written <= locked:
+            raise ValueError(f"batch writes partitions {sorted(written - locked)} it does not lock")
+
+
+@dataclass(frozen=True, slots=True)
+class PairPlan:
+    """The net effect of a batch's transitions on one (segment, customer) membership row."""
+
+    segment_id: UUID
+    customer_id: str
+    workspace_id: str
+    partition: int
+    prev_seq: int  # the stored seq the batch continues from (0 = no row yet)
+    was_member: bool  # the stored is_member the batch's first transition starts from
+    last: Transition
+
+
+@dataclass(frozen=True, slots=True)
+class TransitionPlan:
+    """``plan_transitions``' answer: per-pair effects and per-(segment, partition) count deltas."""
+
+    pairs: tuple[PairPlan, ...]
+    count_deltas: Mapping[tuple[UUID, int], int] = field(default_factory=dict)
+
+
+def plan_transitions(transitions: Sequence[Transition]) -> TransitionPlan:
+    """Check that each pair's transitions in ``transitions`` continue one another (seq +1, kinds
+    alternating) and fold them into one membership change per pair plus count deltas.
+
+    Raises ``MembershipConflictError`` (not retriable: the caller computed them wrongly).
+    """
+    first: dict[tuple[UUID, str], Transition] = {}
+    last: dict[tuple[UUID, str], Transition] = {}
+    deltas: dict[tuple[UUID, int], int] = {}
+    for t in transitions:
+        if t.kind not in ("entered", "exited"):
+            raise MembershipConflictError(f"transition kind must be 'entered' or 'exited', not {t.kind!r}")
+        pair = (t.segment_id, t.customer_id)
+        prev = last.get(pair)
+        if prev is None:
+            first[pair] = t
+        elif t.seq != prev.seq + 1 or t.kind == prev.kind:
+            raise MembershipConflictError(
+                f"transitions of segment {t.segment_id} / customer {t.customer_id!r} do not continue one"
+                f" another: {prev.kind} #{prev.seq} then {t.kind} #{t.seq}"
+            )
+        last[pair] = t
+        dk = (t.segment_id, t.partition)
+        deltas[dk] = deltas.get(dk, 0) + (1 if t.kind == "entered" else -1)
+    pairs = tuple(
+        PairPlan(
+            segment_id=pair[0],
+            customer_id=pair[1],
+            workspace_id=t.workspace_id,
+            partition=t.partition,
+            prev_seq=first[pair].seq - 1,
+            was_member=first[pair].kind == "exited",
+            last=t,
+        )
+        for pair, t in last.items()
+    )
+    return TransitionPlan(pairs, {k: v for k, v in deltas.items() if v})
+
+
+class SegmentStore(Protocol):
+    """The customer / membership / outbox operations a membership writer needs, as one object.
+
+    ``commit`` is one unit of work: under the partitions' locks, fenced by ``fence`` (partition →
+    epoch from ``claim_partitions``) when given, it stores states, membership changes, transitions
+    (outbox) and opt-out changes atomically, then applies the Redis side. Nothing is written when
+    it raises.
+    """
+
+    async def claim_partitions(self, partitions: Sequence[int], owner: str) -> dict[int, int]:
+        """Take ownership of ``partitions``; answer each one's new epoch (older epochs are fenced)."""
+        ...
+
+    async def load_records(self, keys: Sequence[CustomerKey]) -> dict[CustomerKey, CustomerRecord]:
+        """State and every membership row of each key (state None for a customer never seen)."""
+        ...
+
+    async def commit(self, batch: Batch, *, fence: Mapping[int, int] | None = None) -> None:
+        """Store ``batch`` in one unit of work (see the class docstring)."""
+        ...
+
+    async def fetch_unsent(self, partitions: Sequence[int], limit: int) -> list[TransitionRow]:
+        """Outbox rows of ``partitions`` not yet sent, in id order."""
+        ...
+
+    async def mark_sent(self, max_id_per_partition: Mapping[int, int]) -> None:
+        """Mark every outbox row of each partition up to that id as sent."""
+        ...
+
+    async def member_count(self, segment_id: UUID) -> int:
+        """Current number of members of a segment."""
+        ...
+
+    async def redis_members(self, key: str) -> set[str]:
+        """The members of the Redis set ``key`` (what campaign senders read)."""
+        ...
+
+
+__all__ = [
+    "Batch",
+    "CustomerKey",
+    "OpKind",
+    "OptOutChange",
+    "PairPlan",
+    "RedisOp",
+    "SegmentStore",
+    "TransitionPlan",
+    "TransitionRow",
+    "plan_transitions",
+]

@@ -1,0 +1,195 @@
+"""Customer state I/O: load states with their memberships, upsert states, keep ``customer_times``.
+
+Every function takes an asyncpg connection on which ``init_connection`` set the jsonb codec
+(``stores.postgres.create_pool`` does it) and makes one round trip per call, whatever the size of
+the batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import asyncpg
+
+from ..state import CustomerRecord, CustomerState, Membership
+from . import CustomerKey
+
+# SQL type of every customers column that mirrors a CustomerState field (names are 1:1).
+COLUMN_TYPES: dict[str, str] = {
+    "workspace_id": "text",
+    "customer_id": "text",
+    "partition": "integer",
+    "deleted": "boolean",
+    "phone": "text",
+    "name": "text",
+    "email": "text",
+    "language": "text",
+    "country": "text",
+    "platform": "text",
+    "phone_f": "text",
+    "name_f": "text",
+    "email_f": "text",
+    "language_f": "text",
+    "country_f": "text",
+    "platform_f": "text",
+    "created_at": "timestamptz",
+    "last_interaction_at": "timestamptz",
+    "last_incoming_at": "timestamptz",
+    "marketing_opt_out": "boolean",
+    "tags": "text[]",
+    "tag_labels": "jsonb",
+    "attrs": "jsonb",
+    "attrs_f": "jsonb",
+    "versions": "jsonb",
+    "first_seen_us": "bigint",
+    "deleted_us": "bigint",
+    "deleted_event_id": "text",
+}
+_FIELDS = tuple(f.name for f in dataclasses.fields(CustomerState))
+if set(_FIELDS) != set(COLUMN_TYPES):  # pragma: no cover - guards a schema/dataclass drift at import
+    raise RuntimeError(
+        f"CustomerState fields and customers columns differ: {set(_FIELDS) ^ set(COLUMN_TYPES)}"
+    )
+
+_COLS = ", ".join(_FIELDS)
+_RECORDSET = ", ".join(f"{c} {COLUMN_TYPES[c]}" for c in _FIELDS)
+_VALUE_COLS = [c for c in _FIELDS if c not in ("workspace_id", "customer_id")]
+_UPDATES = ", ".join(f"{c} = EXCLUDED.{c}" for c in _VALUE_COLS)
+# Saving an unchanged state (a replayed batch) rewrites no row: no dead tuple, no index churn.
+_OLD_ROW = ", ".join(f"t.{c}" for c in _VALUE_COLS)
+_NEW_ROW = ", ".join(f"EXCLUDED.{c}" for c in _VALUE_COLS)
+_CHANGED = f"({_OLD_ROW}) IS DISTINCT FROM ({_NEW_ROW})"
+
+# Typed value and month*100+day of each declared date/datetime attribute of the given customers
+# (a value of the wrong shape yields no row: it counts as missing, as in both evaluators).
+_TIMES_OF = """
+    SELECT s.workspace_id, d.name AS attr, s.customer_id, s.partition, v.value,
+           (extract(month FROM v.value AT TIME ZONE 'UTC') * 100
+            + extract(day FROM v.value AT TIME ZONE 'UTC'))::smallint AS month_day
+    FROM {src} s
+    JOIN attribute_defs d ON d.workspace_id = s.workspace_id AND d.type IN ('date', 'datetime')
+    CROSS JOIN LATERAL (SELECT CASE d.type
+        WHEN 'date' THEN sw_try_date(s.attrs -> d.name)::timestamp AT TIME ZONE 'UTC'
+        ELSE sw_try_timestamptz(s.attrs -> d.name) END AS value) v
+    WHERE v.value IS NOT NULL {extra}
+"""
+
+_SAVE_SQL = f"""
+WITH src AS MATERIALIZED (
+    SELECT * FROM jsonb_to_recordset($1::jsonb) AS x({_RECORDSET})
+),
+up AS (
+    INSERT INTO customers AS t ({_COLS}, updated_at)
+    SELECT {_COLS}, now() FROM src
+    ON CONFLICT (workspace_id, customer_id) DO UPDATE SET {_UPDATES}, updated_at = now()
+    WHERE {_CHANGED}
+),
+newt AS MATERIALIZED ({_TIMES_OF.format(src="src", extra="")}),
+del AS (
+    DELETE FROM customer_times t USING src s
+    WHERE t.workspace_id = s.workspace_id AND t.customer_id = s.customer_id
+      AND NOT EXISTS (SELECT 1 FROM newt n WHERE n.workspace_id = t.workspace_id
+                      AND n.attr = t.attr AND n.customer_id = t.customer_id)
+),
+ins AS (
+    INSERT INTO customer_times AS t (workspace_id, attr, customer_id, partition, value, month_day)
+    SELECT * FROM newt
+    ON CONFLICT (workspace_id, attr, customer_id) DO UPDATE
+    SET partition = EXCLUDED.partition, value = EXCLUDED.value, month_day = EXCLUDED.month_day
+    WHERE (t.partition, t.value, t.month_day) IS DISTINCT FROM
+          (EXCLUDED.partition, EXCLUDED.value, EXCLUDED.month_day)
+)
+SELECT count(*) FROM src
+"""
+
+_LOAD_STATES_SQL = f"""
+SELECT {", ".join("c." + f for f in _FIELDS)}
+FROM unnest($1::text[], $2::text[]) AS k(ws, cid)
+JOIN customers c ON c.workspace_id = k.ws AND c.customer_id = k.cid
+"""
+
+_LOAD_MEMBERSHIPS_SQL = """
+SELECT m.workspace_id, m.customer_id, m.segment_id, m.is_member, m.seq, m.joined_at
+FROM unnest($1::text[], $2::text[]) AS k(ws, cid)
+JOIN memberships m ON m.workspace_id = k.ws AND m.customer_id = k.cid
+"""
+
+
+def _check_aware(states: Sequence[CustomerState]) -> None:
+    for s in states:
+        for v in (s.created_at, s.last_interaction_at, s.last_incoming_at):
+            if v is not None and v.tzinfo is None:
+                raise ValueError(f"customer {s.customer_id!r}: datetimes must be timezone-aware, got {v!r}")
+
+
+def _row_to_state(r: asyncpg.Record) -> CustomerState:
+    s = CustomerState(*r)  # the SELECT lists the columns in field order
+    s.tags = set(s.tags)
+    s.versions = {k: (v[0], v[1]) for k, v in s.versions.items()}
+    return s
+
+
+async def load_records(
+    conn: asyncpg.Connection, keys: Sequence[CustomerKey]
+) -> dict[CustomerKey, CustomerRecord]:
+    """State and ALL membership rows (members or not: ``seq`` continues) of each key.
+
+    Every requested key is in the answer; ``state`` is None for a customer never seen.
+    """
+    unique = list(dict.fromkeys(keys))
+    out: dict[CustomerKey, CustomerRecord] = {k: CustomerRecord(state=None) for k in unique}
+    if not unique:
+        return out
+    ws = [k[0] for k in unique]
+    cid = [k[1] for k in unique]
+    for r in await conn.fetch(_LOAD_STATES_SQL, ws, cid):
+        out[(r["workspace_id"], r["customer_id"])].state = _row_to_state(r)
+    for r in await conn.fetch(_LOAD_MEMBERSHIPS_SQL, ws, cid):
+        out[(r["workspace_id"], r["customer_id"])].memberships[r["segment_id"]] = Membership(
+            is_member=r["is_member"], seq=r["seq"], joined_at=r["joined_at"]
+        )
+    return out
+
+
+async def save_states(conn: asyncpg.Connection, states: Sequence[CustomerState]) -> int:
+    """Upsert every column of each state and resync its rows of ``customer_times``.
+
+    ``customer_times`` gets one row per attribute declared ``date``/``datetime`` in
+    ``attribute_defs`` whose value is valid; rows of unset or invalid values are deleted. When an
+    attribute is declared or its type changes, call ``refresh_customer_times`` for the customers
+    saved before. If a key appears twice, the last state wins. Answers the number of rows saved.
+    """
+    if not states:
+        return 0
+    last = list({(s.workspace_id, s.customer_id): s for s in states}.values())
+    _check_aware(last)
+    # The jsonb codec serialises the dataclasses as they are (fields = columns; sets as arrays).
+    n: int = await conn.fetchval(_SAVE_SQL, last)
+    return n
+
+
+async def refresh_customer_times(
+    conn: asyncpg.Connection, workspace_id: str, attrs: Sequence[str] | None = None
+) -> int:
+    """Rebuild ``customer_times`` of a workspace (only of ``attrs`` when given) from ``customers``
+    and ``attribute_defs``: call it after an attribute is declared or retyped, in the same
+    transaction. Answers the number of rows now present for those attributes."""
+    names = list(attrs) if attrs is not None else None
+    async with conn.transaction():
+        # Two statements: a DELETE and an INSERT of the same rows in one statement would race.
+        await conn.execute(
+            "DELETE FROM customer_times WHERE workspace_id = $1 AND ($2::text[] IS NULL OR attr = ANY($2))",
+            workspace_id,
+            names,
+        )
+        status: str = await conn.execute(
+            "INSERT INTO customer_times (workspace_id, attr, customer_id, partition, value, month_day)"
+            + _TIMES_OF.format(
+                src="(SELECT * FROM customers WHERE workspace_id = $1)",
+                extra="AND ($2::text[] IS NULL OR d.name = ANY($2))",
+            ),
+            workspace_id,
+            names,
+        )
+    return int(status.rsplit(" ", 1)[1])

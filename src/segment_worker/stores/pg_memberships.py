@@ -1,0 +1,300 @@
+"""Membership writes: memberships, per-partition counts, transitions (history + outbox) and the
+pending Redis ops that mirror them — always together, in one statement, so they cannot diverge.
+
+Call these inside a ``stores.unit.partition_unit`` holding the locks of every partition written:
+the unit commits, then applies the ``redis_ops`` rows to Redis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import orjson
+
+from ..state import Transition
+from . import OpKind, OptOutChange, RedisOp, plan_transitions
+from .errors import MembershipConflictError
+from .keys import optout_key, segment_key
+
+_WRITE_TRANSITIONS_SQL = """
+WITH chk AS (
+    SELECT count(*) AS bad
+    FROM unnest($1::uuid[], $2::text[], $3::int[], $4::bool[]) AS i(seg, cid, prev, was_member)
+    LEFT JOIN memberships m ON m.segment_id = i.seg AND m.customer_id = i.cid
+    WHERE COALESCE(m.seq, 0) <> i.prev OR COALESCE(m.is_member, false) <> i.was_member
+),
+ok AS (SELECT bad = 0 AS ok FROM chk),
+mem AS (
+    INSERT INTO memberships AS m (segment_id, customer_id, workspace_id, partition, is_member, seq, joined_at)
+    SELECT * FROM unnest($1::uuid[], $2::text[], $5::text[], $6::int[], $7::bool[], $8::int[],
+                         $9::timestamptz[])
+    WHERE (SELECT ok FROM ok)
+    ON CONFLICT (segment_id, customer_id) DO UPDATE
+    SET workspace_id = EXCLUDED.workspace_id, partition = EXCLUDED.partition,
+        is_member = EXCLUDED.is_member, seq = EXCLUDED.seq, joined_at = EXCLUDED.joined_at
+),
+cnt AS (
+    INSERT INTO segment_counts AS s (segment_id, partition, count)
+    SELECT * FROM unnest($10::uuid[], $11::int[], $12::bigint[])
+    WHERE (SELECT ok FROM ok)
+    ON CONFLICT (segment_id, partition) DO UPDATE SET count = s.count + EXCLUDED.count
+),
+tr AS (
+    INSERT INTO transitions (partition, workspace_id, segment_id, segment_name, customer_id, seq, kind,
+                             cause, at)
+    SELECT p, w, s, n, c, q, k, z::jsonb, a
+    FROM unnest($13::int[], $14::text[], $15::uuid[], $16::text[], $17::text[], $18::int[], $19::text[],
+                $20::text[], $21::timestamptz[]) WITH ORDINALITY AS t(p, w, s, n, c, q, k, z, a, ord)
+    WHERE (SELECT ok FROM ok)
+    ORDER BY ord
+),
+ops AS (
+    INSERT INTO redis_ops (partition, op, key, member)
+    SELECT p, o, k, m FROM unnest($22::int[], $23::smallint[], $24::text[], $25::text[])
+        WITH ORDINALITY AS r(p, o, k, m, ord)
+    WHERE (SELECT ok FROM ok)
+    ORDER BY ord
+)
+SELECT bad FROM chk
+"""
+
+_INSERT_OPS_SQL = """
+INSERT INTO redis_ops (partition, op, key, member)
+SELECT p, o, k, m FROM unnest($1::int[], $2::smallint[], $3::text[], $4::text[])
+    WITH ORDINALITY AS r(p, o, k, m, ord)
+ORDER BY ord
+"""
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+async def write_transitions(conn: asyncpg.Connection, transitions: Sequence[Transition]) -> None:
+    """Store ``transitions`` (in the given order): upsert memberships (``joined_at`` = transition
+    time on enter, NULL after exit), add count deltas per (segment, partition), append
+    ``transitions`` rows (``sent = false``) and SADD/SREM ``redis_ops`` on the segment keys.
+
+    Each pair's first transition must continue the stored row (seq + 1, opposite kind), else
+    ``MembershipConflictError`` is raised and nothing is written.
+    """
+    if not transitions:
+        return
+    plan = plan_transitions(transitions)
+    pairs = plan.pairs
+    deltas = list(plan.count_deltas.items())
+    ts = transitions
+    bad = await conn.fetchval(
+        _WRITE_TRANSITIONS_SQL,
+        [p.segment_id for p in pairs],
+        [p.customer_id for p in pairs],
+        [p.prev_seq for p in pairs],
+        [p.was_member for p in pairs],
+        [p.workspace_id for p in pairs],
+        [p.partition for p in pairs],
+        [p.last.kind == "entered" for p in pairs],
+        [p.last.seq for p in pairs],
+        [p.last.at if p.last.kind == "entered" else None for p in pairs],
+        [k[0] for k, _ in deltas],
+        [k[1] for k, _ in deltas],
+        [d for _, d in deltas],
+        [t.partition for t in ts],
+        [t.workspace_id for t in ts],
+        [t.segment_id for t in ts],
+        [t.segment_name for t in ts],
+        [t.customer_id for t in ts],
+        [t.seq for t in ts],
+        [t.kind for t in ts],
+        [_dumps(t.cause) for t in ts],
+        [t.at for t in ts],
+        [p.partition for p in pairs],
+        [int(OpKind.SADD if p.last.kind == "entered" else OpKind.SREM) for p in pairs],
+        [segment_key(p.workspace_id, p.segment_id) for p in pairs],
+        [p.customer_id for p in pairs],
+    )
+    if bad:
+        raise MembershipConflictError(
+            f"{bad} of {len(pairs)} (segment, customer) pairs do not continue their stored membership"
+            " (stale membership cache?); nothing was written"
+        )
+
+
+async def insert_redis_ops(conn: asyncpg.Connection, ops: Sequence[RedisOp]) -> None:
+    """Queue Redis writes (applied after commit by the unit of work), in the given order."""
+    if not ops:
+        return
+    await conn.execute(
+        _INSERT_OPS_SQL,
+        [o.partition for o in ops],
+        [int(o.op) for o in ops],
+        [o.key for o in ops],
+        [o.member for o in ops],
+    )
+
+
+def optout_ops(changes: Sequence[OptOutChange]) -> list[RedisOp]:
+    """The SADD/SREM ops on ``sw:{ws}:optout`` of ``changes`` (last change per customer wins)."""
+    last = {(c.workspace_id, c.customer_id): c for c in changes}
+    return [
+        RedisOp(
+            c.partition,
+            OpKind.SADD if c.opted_out else OpKind.SREM,
+            optout_key(c.workspace_id),
+            c.customer_id,
+        )
+        for c in last.values()
+    ]
+
+
+async def write_optout(conn: asyncpg.Connection, changes: Sequence[OptOutChange]) -> None:
+    """Queue the opt-out set changes (``customers.marketing_opt_out`` is saved with the state)."""
+    await insert_redis_ops(conn, optout_ops(changes))
+
+
+async def diff_segment(
+    conn: asyncpg.Connection,
+    workspace_id: str,
+    segment_id: UUID,
+    segment_name: str,
+    where_sql: str,
+    params: Sequence[Any],
+    *,
+    partitions: Sequence[int] | None = None,
+    candidates_sql: str | None = None,
+    cause: Mapping[str, str],
+    at: datetime,
+) -> list[Transition]:
+    """Recompute a dynamic segment in SQL and write the differences like ``write_transitions``.
+
+    ``where_sql`` is a boolean expression over ``customers c`` using placeholders ``$1..$n`` for
+    ``params``. Only non-deleted customers of the workspace are considered, and — when given —
+    only those of ``partitions`` and those whose ``customer_id`` is returned by ``candidates_sql``
+    (a SELECT of one column, sharing the same ``$1..$n`` parameters; the ticker's flip ranges).
+    Customers matching and not members enter (seq = stored + 1, or 1); members not matching exit.
+    Answers the transitions written, ordered by (partition, customer_id).
+    """
+    n = len(params)
+    ws, seg, name, cz, ts, key, parts = (f"${n + i}" for i in range(1, 8))
+    cand_cte = f"cand(customer_id) AS MATERIALIZED ({candidates_sql})," if candidates_sql else ""
+    c_filter = m_filter = ""
+    if partitions is not None:
+        c_filter += f" AND c.partition = ANY({parts}::int[])"
+        m_filter += f" AND m.partition = ANY({parts}::int[])"
+    if candidates_sql:
+        c_filter += " AND c.customer_id IN (SELECT customer_id FROM cand)"
+        m_filter += " AND m.customer_id IN (SELECT customer_id FROM cand)"
+    sql = f"""
+    WITH {cand_cte}
+    matched AS MATERIALIZED (
+        SELECT c.customer_id, c.partition FROM customers c
+        WHERE c.workspace_id = {ws}::text AND NOT c.deleted{c_filter} AND ({where_sql})
+    ),
+    changes AS MATERIALIZED (
+        SELECT x.customer_id, x.partition, COALESCE(m.seq, 0) + 1 AS seq, true AS enter
+        FROM matched x
+        LEFT JOIN memberships m ON m.segment_id = {seg}::uuid AND m.customer_id = x.customer_id
+        WHERE m.is_member IS NOT TRUE
+        UNION ALL
+        SELECT m.customer_id, m.partition, m.seq + 1, false
+        FROM memberships m
+        WHERE m.segment_id = {seg}::uuid AND m.is_member{m_filter}
+          AND NOT EXISTS (SELECT 1 FROM matched x WHERE x.customer_id = m.customer_id)
+    ),
+    mem AS (
+        INSERT INTO memberships AS m
+            (segment_id, customer_id, workspace_id, partition, is_member, seq, joined_at)
+        SELECT {seg}::uuid, customer_id, {ws}::text, partition, enter, seq,
+               CASE WHEN enter THEN {ts}::timestamptz END
+        FROM changes
+        ON CONFLICT (segment_id, customer_id) DO UPDATE
+        SET workspace_id = EXCLUDED.workspace_id, partition = EXCLUDED.partition,
+            is_member = EXCLUDED.is_member, seq = EXCLUDED.seq, joined_at = EXCLUDED.joined_at
+    ),
+    cnt AS (
+        INSERT INTO segment_counts AS s (segment_id, partition, count)
+        SELECT {seg}::uuid, partition, sum(CASE WHEN enter THEN 1 ELSE -1 END) FROM changes GROUP BY partition
+        ON CONFLICT (segment_id, partition) DO UPDATE SET count = s.count + EXCLUDED.count
+    ),
+    tr AS (
+        INSERT INTO transitions (partition, workspace_id, segment_id, segment_name, customer_id, seq, kind,
+                                 cause, at)
+        SELECT partition, {ws}::text, {seg}::uuid, {name}::text, customer_id, seq,
+               CASE WHEN enter THEN 'entered' ELSE 'exited' END, {cz}::text::jsonb, {ts}::timestamptz
+        FROM changes
+    ),
+    ops AS (
+        INSERT INTO redis_ops (partition, op, key, member)
+        SELECT partition, CASE WHEN enter THEN {int(OpKind.SADD)} ELSE {int(OpKind.SREM)} END, {key}::text,
+               customer_id
+        FROM changes
+    )
+    SELECT customer_id, partition, seq, enter FROM changes
+    """
+    args = [
+        *params,
+        workspace_id,
+        segment_id,
+        segment_name,
+        _dumps(dict(cause)),
+        at,
+        segment_key(workspace_id, segment_id),
+        list(partitions) if partitions is not None else None,
+    ]
+    if partitions is None:
+        args.pop()  # the partitions placeholder is not in the statement
+    # Each pair changes once per diff, so the order of the rows written does not matter; the
+    # answer is sorted here rather than by a server-side sort that spills to disk on big diffs.
+    rows = sorted((tuple(r) for r in await conn.fetch(sql, *args)), key=lambda r: (r[1], r[0]))
+    cause_d = dict(cause)
+    return [
+        Transition(
+            workspace_id=workspace_id,
+            segment_id=segment_id,
+            segment_name=segment_name,
+            customer_id=customer_id,
+            partition=partition,
+            seq=seq,
+            kind="entered" if enter else "exited",
+            cause=cause_d,
+            at=at,
+        )
+        for customer_id, partition, seq, enter in rows
+    ]
+
+
+async def delete_segment_rows(
+    conn: asyncpg.Connection, workspace_id: str, segment_id: UUID, *, partition: int
+) -> int:
+    """Remove a segment's memberships and counts and queue a DEL of its Redis set (under
+    ``partition``, which the unit must hold; a deletion should hold every partition so no writer
+    adds members meanwhile). ``transitions`` stay as history; the caller adds the
+    ``segment.deleted`` outbox row. Answers how many customers were members."""
+    n: int = await conn.fetchval(
+        """
+        WITH m AS (DELETE FROM memberships WHERE segment_id = $1 RETURNING is_member),
+        c AS (DELETE FROM segment_counts WHERE segment_id = $1),
+        o AS (INSERT INTO redis_ops (partition, op, key) VALUES ($2, $3, $4))
+        SELECT count(*) FILTER (WHERE is_member) FROM m
+        """,
+        segment_id,
+        partition,
+        int(OpKind.DEL),
+        segment_key(workspace_id, segment_id),
+    )
+    return n
+
+
+async def segment_member_counts(conn: asyncpg.Connection, segment_ids: Sequence[UUID]) -> dict[UUID, int]:
+    """Current member count of each segment (0 for one without members)."""
+    rows = await conn.fetch(
+        "SELECT segment_id, sum(count)::bigint AS n FROM segment_counts WHERE segment_id = ANY($1::uuid[])"
+        " GROUP BY segment_id",
+        list(segment_ids),
+    )
+    out = dict.fromkeys(segment_ids, 0)
+    out.update({r["segment_id"]: r["n"] for r in rows})
+    return out

@@ -1,0 +1,117 @@
+"""PostgreSQL access: the connection pool (with an orjson jsonb codec) and, re-exported, every
+store function — ``from segment_worker.stores import postgres as pg`` then ``pg.save_states(conn, …)``.
+
+The functions live by subject in ``pg_customers``, ``pg_memberships``, ``pg_partitions`` and
+``pg_outbox``. All take a connection; writes belong inside ``stores.unit.partition_unit``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import orjson
+
+from .pg_customers import load_records, refresh_customer_times, save_states
+from .pg_memberships import (
+    delete_segment_rows,
+    diff_segment,
+    insert_redis_ops,
+    optout_ops,
+    segment_member_counts,
+    write_optout,
+    write_transitions,
+)
+from .pg_outbox import delete_redis_ops, fetch_redis_ops, fetch_unsent, mark_sent, max_ids
+from .pg_partitions import (
+    bump_generation,
+    check_epochs,
+    claim_partitions,
+    current_epochs,
+    get_ticked_at,
+    input_partitions,
+    known_partitions,
+    load_offsets,
+    record_topic,
+    save_offsets,
+    set_ticked_at,
+)
+
+# jsonb's binary wire format is a version byte (1) followed by the JSON text.
+_JSONB_VERSION = b"\x01"
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, set | frozenset):
+        return sorted(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _encode_jsonb(value: Any) -> bytes:
+    return _JSONB_VERSION + orjson.dumps(value, default=_json_default)
+
+
+def _decode_jsonb(data: bytes) -> Any:
+    return orjson.loads(data[1:])
+
+
+async def init_connection(conn: asyncpg.Connection) -> None:
+    """Make jsonb (and json) parameters and results plain Python values, through orjson
+    (dataclasses serialise as objects, sets as sorted arrays)."""
+    await conn.set_type_codec(
+        "jsonb", schema="pg_catalog", encoder=_encode_jsonb, decoder=_decode_jsonb, format="binary"
+    )
+    await conn.set_type_codec(
+        "json",
+        schema="pg_catalog",
+        encoder=lambda v: orjson.dumps(v, default=_json_default).decode(),
+        decoder=orjson.loads,
+    )
+
+
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, **kwargs: Any) -> asyncpg.Pool:
+    """A pool whose connections have the jsonb codec (every store function relies on it)."""
+    pool: asyncpg.Pool = await asyncpg.create_pool(
+        dsn, min_size=min_size, max_size=max_size, init=init_connection, **kwargs
+    )
+    return pool
+
+
+async def connect(dsn: str, **kwargs: Any) -> asyncpg.Connection:
+    """One connection with the jsonb codec (for scripts and the CLI)."""
+    conn: asyncpg.Connection = await asyncpg.connect(dsn, **kwargs)
+    await init_connection(conn)
+    return conn
+
+
+__all__ = [
+    "bump_generation",
+    "check_epochs",
+    "claim_partitions",
+    "connect",
+    "create_pool",
+    "current_epochs",
+    "delete_redis_ops",
+    "delete_segment_rows",
+    "diff_segment",
+    "fetch_redis_ops",
+    "fetch_unsent",
+    "get_ticked_at",
+    "init_connection",
+    "input_partitions",
+    "insert_redis_ops",
+    "known_partitions",
+    "load_offsets",
+    "load_records",
+    "mark_sent",
+    "max_ids",
+    "optout_ops",
+    "record_topic",
+    "refresh_customer_times",
+    "save_offsets",
+    "save_states",
+    "segment_member_counts",
+    "set_ticked_at",
+    "write_optout",
+    "write_transitions",
+]
