@@ -11,6 +11,7 @@ import math
 from datetime import datetime
 from typing import Annotated, Any, Literal, get_args
 
+import orjson
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -327,6 +328,11 @@ def parse_event(raw: bytes | None) -> AnyInputEvent:
         raise EventError("the record has no value (null)")
     if len(raw) > MAX_EVENT_BYTES:
         raise EventError(f"value is {len(raw)} bytes; the limit is {MAX_EVENT_BYTES} (1 MB)")
+    # PostgreSQL text cannot hold U+0000: such a record would fail its batch on every retry.
+    if b"\\u0000" in raw:
+        nul_path = _nul_path(raw)
+        if nul_path is not None:
+            raise EventError(f"{nul_path}: contains a NUL character (\\u0000), which cannot be stored")
     try:
         return INPUT_ADAPTER.validate_json(raw)
     except ValidationError as exc:
@@ -336,6 +342,35 @@ def parse_event(raw: bytes | None) -> AnyInputEvent:
             more = len(errors) - 1
             reason += f" (and {more} more problem{'s' if more > 1 else ''})"
         raise EventError(reason) from None
+
+
+def _nul_path(raw: bytes) -> str | None:
+    """The JSON path of the first string (or key) holding U+0000, or None (also for invalid JSON,
+    which the parser then reports)."""
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+
+    def walk(node: object, path: str) -> str | None:
+        if isinstance(node, str):
+            return path if "\x00" in node else None
+        if isinstance(node, dict):
+            for k, v in node.items():
+                here = f"{path}.{k}" if path else str(k)
+                if "\x00" in k:
+                    return here
+                found = walk(v, here)
+                if found is not None:
+                    return found
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                found = walk(v, f"{path}[{i}]")
+                if found is not None:
+                    return found
+        return None
+
+    return walk(doc, "")
 
 
 def _reason(err: ErrorDetails) -> str:
