@@ -1,43 +1,132 @@
-"""Session fixtures: real servers. TEMPORARY minimal version (env vars only); the embedded-stack
-version replaces it keeping the same fixture names: ``pg_server_dsn``, ``pg_dsn`` (a fresh
-migrated database per session), ``redis_url``, ``kafka_bootstrap``."""
+"""Session fixtures: real servers, never mocks.
+
+Each server comes from its ``SEGMENT_WORKER_*`` variable when set (``_KAFKA_BOOTSTRAP``,
+``_DATABASE_URL``, ``_REDIS_URL``), otherwise from one embedded stack per test session
+(``segment_worker.embedded``) that starts only the servers some test asks for, on first use.
+
+Isolation, since several runs may share servers: ``pg_dsn`` is a database of its own, created
+and migrated for the session and dropped at its end; Redis is shared as given (an embedded server
+is private, DB 0), so every test scopes its keys with a unique workspace id (``workspace_id``
+fixture: all our keys are ``sw:{<ws>}:…``) and never flushes; Kafka topics and consumer groups
+get unique names (``unique_name``, ``unique_settings``).
+"""
 
 from __future__ import annotations
 
 import os
+import urllib.parse
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import asyncpg
 import pytest
 
+from segment_worker.config import Settings
+from segment_worker.embedded import EmbeddedStack
 from segment_worker.migrate import migrate
 
 
+def _from_env(name: str) -> str | None:
+    return os.environ.get(f"SEGMENT_WORKER_{name}") or None
+
+
+def with_database(dsn: str, database: str) -> str:
+    """``dsn`` pointing at another database (query parameters kept)."""
+    parts = urllib.parse.urlsplit(dsn)
+    return urllib.parse.urlunsplit(parts._replace(path="/" + database))
+
+
 @pytest.fixture(scope="session")
-def pg_server_dsn() -> str:
-    return os.environ.get("SEGMENT_WORKER_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+def embedded_stack() -> Iterator[EmbeddedStack]:
+    """The session's embedded servers; none runs until a fixture starts it."""
+    stack = EmbeddedStack()
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_server_dsn(embedded_stack: EmbeddedStack) -> str:
+    """A PostgreSQL server's DSN with superuser rights (to create databases)."""
+    return _from_env("DATABASE_URL") or embedded_stack.start_postgres()
 
 
 @pytest.fixture(scope="session")
 async def pg_dsn(pg_server_dsn: str) -> AsyncIterator[str]:
+    """A fresh, migrated database for this session, dropped at its end."""
     name = f"sw_test_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(pg_server_dsn)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    dsn = pg_server_dsn.rsplit("/", 1)[0] + "/" + name
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    dsn = with_database(pg_server_dsn, name)
     await migrate(dsn)
     yield dsn
     admin = await asyncpg.connect(pg_server_dsn)
-    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await admin.close()
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def empty_database(pg_server_dsn: str) -> AsyncIterator[str]:
+    """A new database with no schema (not migrated) for one test, dropped after it."""
+    name = f"sw_empty_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(pg_server_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    yield with_database(pg_server_dsn, name)
+    admin = await asyncpg.connect(pg_server_dsn)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> str:
-    return os.environ.get("SEGMENT_WORKER_REDIS_URL", "redis://127.0.0.1:6379/0")
+def redis_url(embedded_stack: EmbeddedStack) -> str:
+    """A Redis URL. Shared: scope every key by a unique workspace id, never FLUSHDB."""
+    return _from_env("REDIS_URL") or embedded_stack.start_redis()
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap() -> str:
-    return os.environ.get("SEGMENT_WORKER_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+def kafka_bootstrap(embedded_stack: EmbeddedStack) -> str:
+    """Kafka bootstrap servers. Shared: use topics and groups named by ``unique_name``."""
+    return _from_env("KAFKA_BOOTSTRAP") or embedded_stack.start_kafka()
+
+
+@pytest.fixture(scope="session")
+def unique_name() -> Callable[[str], str]:
+    """``unique_name("topic")`` → ``"topic-3f2a…"``: names no other test or run uses."""
+
+    def make(prefix: str) -> str:
+        return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+    return make
+
+
+@pytest.fixture
+def workspace_id(unique_name: Callable[[str], str]) -> str:
+    """A workspace id of this test alone (so its Redis keys and rows collide with nobody's)."""
+    return unique_name("ws")
+
+
+@pytest.fixture
+def unique_settings(
+    kafka_bootstrap: str, pg_dsn: str, redis_url: str, unique_name: Callable[[str], str]
+) -> Settings:
+    """Settings for one test: the session's servers (all three start), with topics and a
+    consumer group of its own. Override fields with ``unique_settings.model_copy(update=…)``."""
+    return Settings(
+        kafka_bootstrap=kafka_bootstrap,
+        database_url=pg_dsn,
+        redis_url=redis_url,
+        topic_events=unique_name("customer-events"),
+        topic_membership=unique_name("segment-membership-events"),
+        topic_dlq=unique_name("customer-events.dlq"),
+        consumer_group=unique_name("segment-worker"),
+        input_partitions=4,
+    )
