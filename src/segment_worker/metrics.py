@@ -1,0 +1,98 @@
+"""Prometheus metrics of the worker (``segment-worker run --metrics-port``).
+
+Each ``WorkerMetrics`` registers into the registry it is given, so several workers can live in
+one test process (each with its own ``CollectorRegistry``); the CLI uses the default registry.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+_BATCH_SIZES = (1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000)
+_DURATIONS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class WorkerMetrics:
+    """Every metric the worker exports; names are prefixed ``segment_worker_``."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        reg = REGISTRY if registry is None else registry
+        self.registry = reg
+        self.events_processed = Counter(
+            "segment_worker_events_processed",
+            "Input records handled, by outcome (applied, dead_lettered, rekeyed, skipped)",
+            ["outcome"],
+            registry=reg,
+        )
+        self.dlq_records = Counter(
+            "segment_worker_dlq_records", "Records sent to the dead-letter topic", registry=reg
+        )
+        self.rekeyed_records = Counter(
+            "segment_worker_rekeyed_records",
+            "Records whose key was not '<workspace_id>:<customer_id>' of their payload (or that sat in "
+            "another partition than the key's), re-published with the right key",
+            registry=reg,
+        )
+        self.batch_size = Histogram(
+            "segment_worker_batch_size", "Records per batch", buckets=_BATCH_SIZES, registry=reg
+        )
+        self.batch_duration = Histogram(
+            "segment_worker_batch_duration_seconds",
+            "Wall time of one batch, from records in hand to offsets stored",
+            buckets=_DURATIONS,
+            registry=reg,
+        )
+        self.transitions = Counter(
+            "segment_worker_transitions",
+            "Enter/exit transitions committed by this worker, by kind and cause",
+            ["kind", "cause"],
+            registry=reg,
+        )
+        self.outbox_sent = Counter(
+            "segment_worker_outbox_sent", "CloudEvents delivered to the output topic", registry=reg
+        )
+        self.outbox_backlog = Gauge(
+            "segment_worker_outbox_backlog",
+            "Unsent transitions of the partitions this worker owns",
+            registry=reg,
+        )
+        self.consumer_lag = Gauge(
+            "segment_worker_consumer_lag",
+            "Records between the consumer position and the log end, per owned input partition",
+            ["partition"],
+            registry=reg,
+        )
+        self.owned_partitions = Gauge(
+            "segment_worker_owned_partitions", "Input partitions this worker owns", registry=reg
+        )
+        self.fenced = Counter(
+            "segment_worker_fenced",
+            "Units of work refused because another worker claimed the partition (stale epoch)",
+            registry=reg,
+        )
+        self.ticks = Counter("segment_worker_ticks", "Time-relative re-checks run", registry=reg)
+        self.tick_duration = Histogram(
+            "segment_worker_tick_duration_seconds",
+            "Wall time of one tick over the owned partitions",
+            buckets=_DURATIONS,
+            registry=reg,
+        )
+        self.errors = Counter(
+            "segment_worker_errors",
+            "Failures the worker recovered from, by where they happened",
+            ["stage"],
+            registry=reg,
+        )
+
+    def forget_lag(self, partitions: set[int] | frozenset[int]) -> None:
+        """Drop the lag series of partitions this worker no longer owns."""
+        for p in partitions:
+            try:
+                self.consumer_lag.remove(str(p))
+            except KeyError:
+                pass
+
+
+def serve(port: int, registry: CollectorRegistry | None = None) -> None:
+    """Expose ``registry`` (default: the process registry) on ``http://0.0.0.0:<port>/metrics``."""
+    start_http_server(port, registry=REGISTRY if registry is None else registry)
