@@ -319,6 +319,16 @@ def test_late_delete_keeps_newer_writes() -> None:
     )
 
 
+def test_a_late_delete_older_than_every_write_is_no_exit() -> None:
+    # In event-time order the delete came before everything known of the customer: its memberships
+    # must not exit and re-enter, and its state stays as it was.
+    s = run([ev("upserted", {"name": "A"}, minute=4, eid="a"), ev("tags_added", {"tags": ["vip"]}, minute=5)])
+    before = dataclasses.replace(s, versions=dict(s.versions), tags=set(s.tags))
+    res = apply_event(s, ev("deleted", {}, minute=3, eid="del"), ATTRS, None)
+    assert res.applied and not res.deleted and not res.created and not res.changed and exists(s)
+    assert (s.name, s.tags, s.created_at) == (before.name, before.tags, before.created_at)
+
+
 def test_empty_upsert_after_a_late_delete_keeps_the_customer() -> None:
     s = run([ev("upserted", {"name": "A"}, minute=1, eid="a"), ev("upserted", {}, minute=5, eid="b")])
     res = apply_event(s, ev("deleted", {}, minute=3, eid="del"), ATTRS, None)

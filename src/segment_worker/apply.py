@@ -154,8 +154,9 @@ def apply_event(
     old_created_at = state.created_at
     old_optout = state.marketing_opt_out
     changed: set[str] = set()
+    cleared = 0
     if isinstance(event, CustomerDeleted):
-        _delete(state, v, changed)
+        cleared = _delete(state, v, changed)
         applied = True
     else:
         applied = _write_all(state, event, v, default_region, changed)
@@ -167,7 +168,9 @@ def apply_event(
         changed.add("created_at")
     state.deleted = state.first_seen_us is None and state.deleted_us is not None
     now_exists = state.first_seen_us is not None
-    deleted = isinstance(event, CustomerDeleted) and existed
+    # A late delete older than every write it finds supersedes nothing: in event-time order it
+    # came before the customer's known life, so memberships must not exit and re-enter.
+    deleted = isinstance(event, CustomerDeleted) and existed and (cleared > 0 or not now_exists)
     return ApplyResult(
         state,
         frozenset(changed),
@@ -287,12 +290,14 @@ def _drop_tag(state: CustomerState, folded: str, changed: set[str]) -> None:
         changed.add("tags")
 
 
-def _delete(state: CustomerState, v: Version, changed: set[str]) -> None:
-    """Move the tombstone to ``v`` and clear every write it supersedes."""
+def _delete(state: CustomerState, v: Version, changed: set[str]) -> int:
+    """Move the tombstone to ``v``, clear every write it supersedes; return how many it cleared."""
     state.deleted_us, state.deleted_event_id = v
+    cleared = 0
     for key, version in list(state.versions.items()):
         if version > v:
             continue  # a newer write that arrived before this (late) delete survives it
+        cleared += 1
         del state.versions[key]
         kind, _, name = key.partition(":")
         if kind == "a":
@@ -310,3 +315,4 @@ def _delete(state: CustomerState, v: Version, changed: set[str]) -> None:
         # kept (it may have been overwritten). The tombstone's own instant is the latest value
         # no already-applied event can undercut, so a replay never moves it (CONTRACT §2).
         state.first_seen_us = v[0] if state.versions else None
+    return cleared
