@@ -11,7 +11,8 @@ async def test_migrations_apply_once_and_create_the_contract_view(pg_dsn: str) -
             "SELECT column_name FROM information_schema.columns WHERE table_name = 'segment_memberships'"
             " ORDER BY ordinal_position")]
         assert cols == ["workspace_id", "segment_id", "customer_id", "joined_at"]
-        versions = [r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations ORDER BY 1")]
+        rows = await conn.fetch("SELECT version FROM schema_migrations ORDER BY 1")
+        versions = [r["version"] for r in rows]
         assert versions == [m.version for m in available()]
     finally:
         await conn.close()
