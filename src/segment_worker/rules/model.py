@@ -108,7 +108,9 @@ class Catalog:
     timezone: str = "UTC"
 
     @classmethod
-    def for_workspace(cls, attributes: Mapping[str, FieldDef] | None = None, timezone: str = "UTC") -> Catalog:
+    def for_workspace(
+        cls, attributes: Mapping[str, FieldDef] | None = None, timezone: str = "UTC"
+    ) -> Catalog:
         """Built-ins plus the declared attributes (keyed ``attributes.<name>``)."""
         merged = dict(BUILTIN_FIELDS)
         for fd in (attributes or {}).values():
