@@ -81,9 +81,10 @@ def _condition_candidates(
         lo_ref, hi_ref = params.add(lo), params.add(hi)
         selects.append(f"{base} AND {col} >= {lo_ref}::timestamptz AND {col} < {hi_ref}::timestamptz")
     if windows.month_days:
-        tz = params.add(tz_name)
-        md = params.add(sorted(windows.month_days))
-        local = f"{col} AT TIME ZONE {tz}::text"
+        # The UTC calendar day, widened to every local day it can be: PostgreSQL's tzdata may differ
+        # from zoneinfo's (the evaluators use zoneinfo's offsets), UTC never does.
+        md = params.add(sorted(windows.utc_month_days()))
+        local = f"{col} AT TIME ZONE 'UTC'"
         selects.append(
             f"{base} AND (extract(month FROM {local}) * 100 + extract(day FROM {local}))::int"
             f" = ANY({md}::int[])"

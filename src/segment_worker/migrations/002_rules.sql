@@ -34,10 +34,10 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
 $$;
 
 -- An RFC 3339 string as timeutil.try_datetime reads it: the DATETIME_RE layout, then Python's
--- limits: a real date, hour <= 23, minute <= 59, |offset| < 24 h (offset minutes may exceed 59).
+-- limits: a real date, hour <= 23, minute <= 59, an offset of at most 23:59.
 CREATE FUNCTION sw_timestamptz_text(s text) RETURNS timestamptz
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT CASE WHEN s ~ '^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-5][0-9](\.[0-9]{1,6})?([Zz]|[+-][0-9]{2}:[0-9]{2})$' THEN
+    SELECT CASE WHEN s ~ '^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-5][0-9](\.[0-9]{1,6})?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$' THEN
         CASE WHEN sw_date_text(substr(s, 1, 10)) IS NOT NULL
               AND substr(s, 12, 2)::int <= 23
               AND substr(s, 15, 2)::int <= 59
