@@ -78,7 +78,7 @@ async def test_other_writers_are_sent_at_once_and_invalidate_caches(
             # The worker's cached record of c1 predates the API's write: deleting c1 must see it.
             # And a rule change (catalog_version bump) is picked up for the next events.
             await conn.execute(
-                "UPDATE segments SET rules = $2::jsonb WHERE id = $1",
+                "UPDATE segments SET rules = $2::text::jsonb WHERE id = $1",
                 w.segments["VIP"],
                 orjson.dumps({"field": "tags", "op": "has", "value": "gold"}).decode(),
             )

@@ -15,7 +15,6 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
-import orjson
 
 from .engine import SegmentDef, WorkspaceView, build_view
 from .rules.compiled import CompiledRule, compile_rule
@@ -45,8 +44,11 @@ class CatalogEntry:
 
 
 def _json(value: Any) -> Any:
-    # Pools from stores.postgres decode jsonb already; a plain connection hands over text.
-    return orjson.loads(value) if isinstance(value, str | bytes) else value
+    # Connections from stores.postgres decode jsonb already; a JSON string here would mean options
+    # or rules stored as a string — a writer's bug that must not be papered over by decoding it.
+    if isinstance(value, str | bytes):
+        raise TypeError(f"expected decoded jsonb (a pool from stores.postgres), got {type(value).__name__}")
+    return value
 
 
 def _attribute(row: Mapping[str, Any]) -> FieldDef | None:

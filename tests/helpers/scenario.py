@@ -48,13 +48,17 @@ async def create_workspace(
     attributes: Mapping[str, tuple[str, Sequence[str] | None]] | None = None,
     segments: Mapping[str, Any] | None = None,
 ) -> Workspace:
-    """Insert the workspace, its attribute definitions and dynamic segments (rules validated)."""
+    """Insert the workspace, its attribute definitions and dynamic segments (rules validated).
+
+    JSON goes in as ``text`` cast to jsonb, so it is stored the same on a plain connection and on
+    one with our jsonb codec (which would store pre-encoded text as a JSON string)."""
     attributes = attributes or {}
     await conn.execute("INSERT INTO workspaces (id, timezone) VALUES ($1, $2)", workspace_id, timezone)
     defs: dict[str, FieldDef] = {}
     for name, (ftype, options) in attributes.items():
         await conn.execute(
-            "INSERT INTO attribute_defs (workspace_id, name, type, options) VALUES ($1, $2, $3, $4::jsonb)",
+            "INSERT INTO attribute_defs (workspace_id, name, type, options)"
+            " VALUES ($1, $2, $3, $4::text::jsonb)",
             workspace_id,
             name,
             ftype,
@@ -68,7 +72,7 @@ async def create_workspace(
         sid = uuid.uuid4()
         await conn.execute(
             "INSERT INTO segments (id, workspace_id, name, name_folded, type, rules, created_at, updated_at)"
-            " VALUES ($1, $2, $3, $4, 'dynamic', $5::jsonb, $6, $6)",
+            " VALUES ($1, $2, $3, $4, 'dynamic', $5::text::jsonb, $6, $6)",
             sid,
             workspace_id,
             name,
