@@ -89,8 +89,9 @@ newt AS MATERIALIZED ({_TIMES_OF.format(src="src", extra="")}),
 del AS (
     DELETE FROM customer_times t USING src s
     WHERE t.workspace_id = s.workspace_id AND t.customer_id = s.customer_id
-      AND NOT EXISTS (SELECT 1 FROM newt n WHERE n.workspace_id = t.workspace_id
-                      AND n.attr = t.attr AND n.customer_id = t.customer_id)
+      -- NOT IN over non-null columns runs as a hashed subplan; NOT EXISTS was planned as a
+      -- nested-loop anti-join (newt is estimated at 2 rows), quadratic in the batch size.
+      AND (t.workspace_id, t.attr, t.customer_id) NOT IN (SELECT workspace_id, attr, customer_id FROM newt)
 ),
 ins AS (
     INSERT INTO customer_times AS t (workspace_id, attr, customer_id, partition, value, month_day)
