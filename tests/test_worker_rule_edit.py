@@ -312,8 +312,6 @@ async def run(kafka_bootstrap: str, pg_dsn: str, redis_url: str) -> AsyncIterato
     )
     ctx = await ServiceContext.open(settings)
     try:
-        # A plain connection: create_workspace passes jsonb as text, which the pool's orjson codec
-        # would store as a JSON string (the worker tolerates that, the service layer does not).
         raw = await asyncpg.connect(pg_dsn)
         try:
             ws = await create_workspace(
