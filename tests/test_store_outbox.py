@@ -4,29 +4,13 @@ real database; each test runs in a transaction that is rolled back."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
 import asyncpg
-import pytest
 
 from segment_worker.stores import postgres as pg
 from test_store_helpers import T0, new_partitions, new_ws, transition
 
-
-@pytest.fixture(scope="module")
-async def pool(pg_dsn: str) -> AsyncIterator[asyncpg.Pool]:
-    p = await pg.create_pool(pg_dsn, max_size=2)
-    yield p
-    await p.close()
-
-
-@pytest.fixture
-async def conn(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
-    async with pool.acquire() as c:
-        tx = c.transaction()
-        await tx.start()
-        yield c
-        await tx.rollback()
+pytest_plugins = ["helpers.store_fixtures"]
 
 
 async def test_partition_epochs_generations_offsets_ticks_and_topics(conn: asyncpg.Connection) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -17,21 +16,7 @@ from segment_worker.stores.errors import MembershipConflictError
 from segment_worker.stores.keys import optout_key, segment_key
 from test_store_helpers import T0, full_state, new_partitions, new_ws, state, transition
 
-
-@pytest.fixture(scope="module")
-async def pool(pg_dsn: str) -> AsyncIterator[asyncpg.Pool]:
-    p = await pg.create_pool(pg_dsn, max_size=4)
-    yield p
-    await p.close()
-
-
-@pytest.fixture
-async def conn(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
-    async with pool.acquire() as c:
-        tx = c.transaction()
-        await tx.start()
-        yield c
-        await tx.rollback()
+pytest_plugins = ["helpers.store_fixtures"]
 
 
 async def _declare(conn: asyncpg.Connection, ws: str, **types: str) -> None:

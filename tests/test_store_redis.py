@@ -17,19 +17,7 @@ from segment_worker.stores.redis import CHUNK, KeyWrites, apply_ops, coalesce_op
 from segment_worker.stores.unit import partition_unit
 from test_store_helpers import T0, new_partitions, new_ws, state, transition
 
-
-@pytest.fixture(scope="module")
-async def pool(pg_dsn: str) -> AsyncIterator[asyncpg.Pool]:
-    p = await pg.create_pool(pg_dsn, max_size=4)
-    yield p
-    await p.close()
-
-
-@pytest.fixture(scope="module")
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    r = Redis.from_url(redis_url)
-    yield r
-    await r.aclose()
+pytest_plugins = ["helpers.store_fixtures"]
 
 
 @pytest.fixture
