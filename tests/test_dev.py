@@ -23,6 +23,7 @@ import httpx
 import psutil
 import pytest
 
+from helpers.processes import still_alive
 from segment_worker import demo
 from segment_worker.childproc import free_port, port_answers
 from segment_worker.config import Settings
@@ -57,21 +58,6 @@ class _Lines:
             time.sleep(0.2)
         raise AssertionError(f"no line matching {pattern!r}; got:\n" + "\n".join(self.lines))
 
-
-def _alive(pids: list[int], within: float) -> list[int]:
-    """The pids still running (zombies count as gone) after waiting up to ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        alive = []
-        for pid in pids:
-            try:
-                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                    alive.append(pid)
-            except psutil.NoSuchProcess:
-                pass
-        if not alive or time.monotonic() > deadline:
-            return alive
-        time.sleep(0.2)
 
 
 def _port(url: str) -> int:
@@ -136,14 +122,14 @@ def test_dev_serves_the_demo_and_stops_everything_on_sigint(tmp_path: Path) -> N
 
         os.kill(proc.pid, signal.SIGINT)
         assert proc.wait(timeout=60) == 0
-        assert _alive(descendants, within=10) == []
+        assert still_alive(descendants, within=10) == []
         assert not [p for p in ports if port_answers(p)]
         assert "stopped" in stderr_path.read_text()
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        for pid in _alive(descendants, within=0):
+        for pid in still_alive(descendants, within=0):
             psutil.Process(pid).kill()
         if proc.stdout is not None:
             proc.stdout.close()

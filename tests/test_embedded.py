@@ -21,6 +21,7 @@ import psutil
 import pytest
 import redis.asyncio as aioredis
 
+from helpers.processes import still_alive
 from segment_worker import kafka
 from segment_worker.embedded import EmbeddedStack, ServerStartError
 
@@ -30,21 +31,6 @@ def _tree(pid: int) -> list[int]:
     proc = psutil.Process(pid)
     return [pid, *(c.pid for c in proc.children(recursive=True))]
 
-
-def _gone(pids: list[int], within: float = 10.0) -> list[int]:
-    """The pids still alive (not counting zombies, which are dead) after waiting up to ``within``."""
-    deadline = time.monotonic() + within
-    while True:
-        alive = []
-        for pid in pids:
-            try:
-                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                    alive.append(pid)
-            except psutil.NoSuchProcess:
-                pass
-        if not alive or time.monotonic() > deadline:
-            return alive
-        time.sleep(0.1)
 
 
 async def test_stack_answers_and_stop_leaves_no_process() -> None:
@@ -75,7 +61,7 @@ async def test_stack_answers_and_stop_leaves_no_process() -> None:
         assert set(stack.pids()) == {"kafka", "postgres", "redis"}
         assert len(pids) > 3  # PostgreSQL's children are part of what must disappear
 
-    assert _gone(pids, within=0) == []
+    assert still_alive(pids, within=0) == []
     assert not data_dir.exists()  # a temporary stack cleans up after itself
     assert stack.pids() == {}
 
@@ -120,7 +106,7 @@ def test_a_later_start_reaps_servers_an_abruptly_ended_run_left(tmp_path: Path) 
         created = psutil.Process(leftover.pid).create_time()
         (data / "pids.json").write_text(json.dumps({"redis": [leftover.pid, created]}))
         with EmbeddedStack(data, kafka=False, postgres=False):
-            assert _gone([leftover.pid], within=5) == []
+            assert still_alive([leftover.pid], within=5) == []
     finally:
         leftover.kill()
         leftover.wait()
@@ -177,7 +163,7 @@ def test_no_orphans_when_the_owning_process_ends(sig: signal.Signals) -> None:
         assert len(info["pids"]) == 3
         os.kill(child.pid, sig)
         child.wait(timeout=30)
-        assert _gone(pids) == []
+        assert still_alive(pids) == []
         if sig == signal.SIGINT:
             assert not Path(info["dir"]).exists()  # the clean path also removed the temporary data
     finally:
