@@ -19,11 +19,11 @@ from aiokafka import TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from redis.asyncio import Redis
 
-from .batch import RecordCache
 from .config import Settings
 from .metrics import WorkerMetrics
 from .outbox import OutboxSender
 from .positions import seek_stored
+from .record_cache import RecordCache
 from .stores import postgres as pg
 from .stores.unit import replay_redis_ops
 

@@ -33,7 +33,7 @@ from aiokafka.errors import KafkaError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from .batch import BatchOutcome, BatchProcessor, RecordCache
+from .batch import BatchOutcome, BatchProcessor
 from .catalog_cache import CatalogCache
 from .clock import Clock, SystemClock
 from .config import Settings
@@ -44,6 +44,7 @@ from .metrics import WorkerMetrics
 from .outbox import OutboxListener, OutboxSender, backlog
 from .ownership import PartitionOwnership, RebalanceListener
 from .positions import consumer_lag
+from .record_cache import RecordCache
 from .stores import postgres as pg
 from .stores.errors import FencedError
 from .ticker import Ticker
