@@ -92,13 +92,19 @@ class SegmentDeletedEvent(BaseModel):
 _NAMESPACE_URL = uuid.NAMESPACE_URL.bytes
 
 
+# The RFC 4122 variant bits (10xx) replace the top two bits of digest byte 8: its high hex digit.
+_VARIANT_DIGIT = {d: "89ab"[int(d, 16) & 3] for d in "0123456789abcdef"}
+
+
+def _uuid5_text(sha1_hex: str) -> str:
+    """The UUID text of a SHA-1 hex digest with version 5 and the RFC 4122 variant set."""
+    x = sha1_hex
+    return f"{x[:8]}-{x[8:12]}-5{x[13:16]}-{_VARIANT_DIGIT[x[16]]}{x[17:20]}-{x[20:32]}"
+
+
 def uuid5_url(name: str) -> str:
-    """``str(uuid.uuid5(uuid.NAMESPACE_URL, name))``, about 3× faster (no UUID object)."""
-    h = bytearray(hashlib.sha1(_NAMESPACE_URL + name.encode()).digest()[:16])
-    h[6] = (h[6] & 0x0F) | 0x50  # version 5
-    h[8] = (h[8] & 0x3F) | 0x80  # RFC 4122 variant
-    x = h.hex()
-    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+    """``str(uuid.uuid5(uuid.NAMESPACE_URL, name))``, about 4× faster (no UUID object)."""
+    return _uuid5_text(hashlib.sha1(_NAMESPACE_URL + name.encode()).hexdigest())
 
 
 def transition_id(workspace_id: str, segment_id: UUID | str, customer_id: str, seq: int) -> str:
@@ -138,6 +144,67 @@ def render_transition(t: Transition) -> bytes:
             },
         }
     )
+
+
+class TransitionRenderer:
+    """``render_transition`` for a stream of transitions, byte for byte, without building a
+    ``Transition``: what repeats across rows — the ``time`` text of a commit instant, a segment
+    id's text and the SHA-1 state of its event-id prefix — is computed once (the outbox sends
+    thousands of rows sharing a segment and a commit time). The caches are bounded."""
+
+    _MAX_CACHED = 4096
+
+    def __init__(self) -> None:
+        self._times: dict[datetime, str] = {}
+        self._segments: dict[tuple[str, UUID], tuple[str, Any]] = {}
+
+    def render(
+        self,
+        workspace_id: str,
+        segment_id: UUID,
+        segment_name: str,
+        customer_id: str,
+        seq: int,
+        kind: str,
+        cause: dict[str, Any],
+        at: datetime,
+    ) -> bytes:
+        """The structured-mode CloudEvent JSON of one enter/exit (= ``render_transition``)."""
+        time = self._times.get(at)
+        if time is None:
+            if len(self._times) >= self._MAX_CACHED:
+                self._times.clear()
+            time = self._times[at] = format_ms(at)
+        seg = self._segments.get((workspace_id, segment_id))
+        if seg is None:
+            if len(self._segments) >= self._MAX_CACHED:
+                self._segments.clear()
+            text = str(segment_id)
+            # transition_id's name is "segment-worker:<ws>:<segment_id>:<customer_id>:<seq>".
+            prefix = hashlib.sha1(_NAMESPACE_URL + f"segment-worker:{workspace_id}:{text}:".encode())
+            seg = self._segments[(workspace_id, segment_id)] = (text, prefix)
+        seg_text, prefix = seg
+        h = prefix.copy()
+        h.update(f"{customer_id}:{seq}".encode())
+        return orjson.dumps(
+            {
+                "specversion": "1.0",
+                "id": _uuid5_text(h.hexdigest()),
+                "source": SOURCE,
+                "type": "segment." + kind,
+                "time": time,
+                "subject": customer_id,
+                "datacontenttype": "application/json",
+                "data": {
+                    "workspace_id": workspace_id,
+                    "segment_id": seg_text,
+                    "segment_name": segment_name,
+                    "customer_id": customer_id,
+                    "cause": cause,
+                    "seq": seq,
+                },
+            }
+        )
 
 
 def segment_deleted_key(workspace_id: str, segment_id: UUID) -> bytes:

@@ -1,9 +1,10 @@
 """The Kafka side of the outbox: send unsent ``transitions`` rows of owned partitions as CloudEvents,
 in id order, and learn about other writers' commits through ``LISTEN sw_outbox``.
 
-Rows are marked sent lazily: the ids delivered are remembered and marked in the next transaction
-the worker opens anyway (its next batch), or by ``flush_marks`` when idle. A crash in between
-re-sends them; duplicates carry the same CloudEvent ``id``.
+Delivery is recorded lazily: the highest id delivered per partition is remembered and moves that
+partition's cursor (``mark_sent``) in the next transaction the worker opens anyway (its next
+batch), or by ``flush_marks`` when idle. A crash in between re-sends them; duplicates carry the
+same CloudEvent ``id``.
 """
 
 from __future__ import annotations
@@ -12,23 +13,23 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
-from .events import render_segment_deleted, render_transition, segment_deleted_key
+from .events import render_segment_deleted, segment_deleted_key
+from .membership_events import TransitionRenderer
 from .metrics import WorkerMetrics
 from .partitioning import partition_for
-from .state import Transition
-from .stores import TransitionRow
-from .stores import postgres as pg
+from .stores import TransitionRow, pg_outbox
 from .stores.unit import OUTBOX_CHANNEL
 
 log = logging.getLogger(__name__)
 
 
-def render_row(row: TransitionRow) -> tuple[bytes, bytes]:
-    """The Kafka (key, value) of an outbox row."""
+def render_row(row: TransitionRow, renderer: TransitionRenderer | None = None) -> tuple[bytes, bytes]:
+    """The Kafka (key, value) of an outbox row (``renderer``: one reused across rows is faster)."""
     if row.kind == "deleted":
         return (
             segment_deleted_key(row.workspace_id, row.segment_id),
@@ -36,18 +37,20 @@ def render_row(row: TransitionRow) -> tuple[bytes, bytes]:
         )
     if row.customer_id is None or row.seq is None:
         raise ValueError(f"outbox row {row.id} ({row.kind}) has no customer or seq")
-    t = Transition(
-        workspace_id=row.workspace_id,
-        segment_id=row.segment_id,
-        segment_name=row.segment_name,
-        customer_id=row.customer_id,
-        partition=row.partition,
-        seq=row.seq,
-        kind=row.kind,
-        cause=row.cause,
-        at=row.at,
+    value = (renderer or TransitionRenderer()).render(
+        row.workspace_id, row.segment_id, row.segment_name, row.customer_id, row.seq, row.kind, row.cause,
+        row.at,
     )
-    return f"{row.workspace_id}:{row.customer_id}".encode(), render_transition(t)
+    return f"{row.workspace_id}:{row.customer_id}".encode(), value
+
+
+@dataclass(slots=True)
+class _Queued:
+    """A chunk of rows handed to the producer: its delivery futures and highest id per partition."""
+
+    futures: list[Any]
+    marks: dict[int, int]
+    sent: int
 
 
 class OutboxSender:
@@ -59,6 +62,7 @@ class OutboxSender:
         self._metrics = metrics
         self._batch_rows = batch_rows
         self._unmarked: dict[int, int] = {}
+        self._renderer = TransitionRenderer()
 
     @property
     def has_unmarked(self) -> bool:
@@ -68,7 +72,7 @@ class OutboxSender:
         """Mark the delivered rows sent, in the caller's transaction (the lazy path)."""
         if self._unmarked:
             marks, self._unmarked = self._unmarked, {}
-            await pg.mark_sent(conn, marks)
+            await pg_outbox.mark_sent(conn, marks)
 
     async def flush_marks(self, pool: asyncpg.Pool) -> None:
         """Mark the delivered rows sent now (when no batch transaction is coming)."""
@@ -80,36 +84,62 @@ class OutboxSender:
         """Send every unsent row of ``partitions`` in id order; wait for delivery. Answers the count.
 
         Marks from earlier sends are flushed first: ``fetch_unsent`` must not see them again.
+        A backlog goes out in chunks, each read while the previous one is rendered and delivered
+        (past the ids already queued): the producer queues each output partition's batches in
+        order, so every key's events keep their order. Delivery is recorded chunk by chunk, in
+        order, so a failure never records a later chunk without the earlier ones.
         """
         if not partitions:
             return 0
         parts = sorted(partitions)
+        limit = self._batch_rows
         total = 0
-        while True:
-            async with pool.acquire() as conn:
-                await self.mark_in(conn)
-                rows = await pg.fetch_unsent(conn, parts, self._batch_rows)
-            if not rows:
-                return total
-            await self._send(rows)
-            total += len(rows)
-            if len(rows) < self._batch_rows:
-                return total
+        async with pool.acquire() as conn:
+            await self.mark_in(conn)
+            rows = await pg_outbox.fetch_unsent(conn, parts, limit)
+            after: dict[int, int] = {}  # the highest id queued per partition
+            pending: list[_Queued] = []  # handed to the producer, delivery not yet recorded
+            ahead: asyncio.Future[list[TransitionRow]] | None = None
+            try:
+                while rows:
+                    for row in rows:  # id order: a partition's last row has its highest id
+                        after[row.partition] = row.id
+                    # Read on while this chunk is rendered and sent (a short answer is no sign of
+                    # the end: see fetch_unsent).
+                    nxt = pg_outbox.fetch_unsent(conn, parts, limit, after=dict(after))
+                    ahead = asyncio.ensure_future(nxt)
+                    pending.append(await self._queue(rows))
+                    if len(pending) > 1:
+                        await self._settle(pending.pop(0))
+                    total += len(rows)
+                    rows = await ahead
+                    ahead = None
+                while pending:
+                    await self._settle(pending.pop(0))
+            finally:
+                for chunk in pending:  # failed or cancelled: collect their outcome, unawaited
+                    asyncio.gather(*chunk.futures, return_exceptions=True)
+                if ahead is not None:  # the connection goes back to the pool only once it answered
+                    await asyncio.wait([ahead])
+                    if not ahead.cancelled():
+                        ahead.exception()  # retrieved: the error raised already is the one to report
+        return total
 
-    async def _send(self, rows: list[TransitionRow]) -> None:
-        """Deliver ``rows`` in order. Records are packed into one record batch per output partition
-        (about 3× cheaper than one ``send`` each); a partition's batches are queued in order and
-        aiokafka keeps one batch in flight per partition, so each key's events arrive in order."""
-        producer, topic = self._producer, self._topic
+    async def _queue(self, rows: list[TransitionRow]) -> _Queued:
+        """Render ``rows`` and hand them to the producer in order. Records are packed into one
+        record batch per output partition (about 3× cheaper than one ``send`` each); a partition's
+        batches are queued in order and aiokafka keeps one batch in flight per partition, so each
+        key's events arrive in order."""
+        producer, topic, renderer = self._producer, self._topic, self._renderer
         count = len(await producer.partitions_for(topic))
         builders: dict[int, Any] = {}
         futures = []
         marks: dict[int, int] = {}
         sent = 0
         for row in rows:
-            marks[row.partition] = max(marks.get(row.partition, 0), row.id)
+            marks[row.partition] = row.id  # rows come in id order
             try:
-                key, value = render_row(row)
+                key, value = render_row(row, renderer)
             except ValueError:
                 # A malformed row can never be sent; skipping it keeps the rest of the outbox moving.
                 log.exception("outbox row %d cannot be rendered; marking it sent without sending", row.id)
@@ -132,10 +162,14 @@ class OutboxSender:
         for p, builder in builders.items():
             if builder.record_count():
                 futures.append(await producer.send_batch(builder, topic, partition=p))
-        await asyncio.gather(*futures)
-        for p, max_id in marks.items():
+        return _Queued(futures, marks, sent)
+
+    async def _settle(self, chunk: _Queued) -> None:
+        """Wait until ``chunk`` is delivered, then remember it for marking."""
+        await asyncio.gather(*chunk.futures)
+        for p, max_id in chunk.marks.items():
             self._unmarked[p] = max(self._unmarked.get(p, 0), max_id)
-        self._metrics.outbox_sent.inc(sent)
+        self._metrics.outbox_sent.inc(chunk.sent)
 
 
 class OutboxListener:
@@ -197,8 +231,4 @@ async def backlog(pool: asyncpg.Pool, partitions: Collection[int]) -> int:
     if not partitions:
         return 0
     async with pool.acquire() as conn:
-        n: int = await conn.fetchval(
-            "SELECT count(*) FROM transitions WHERE NOT sent AND partition = ANY($1::int[])",
-            sorted(partitions),
-        )
-    return n
+        return await pg_outbox.count_unsent(conn, sorted(partitions))

@@ -227,8 +227,9 @@ async def wait_caught_up(
         if done:
             pending = await conn.fetchval(
                 "SELECT (SELECT count(*) FROM redis_ops WHERE partition = ANY($1::int[]))"
-                " + (SELECT count(*) FROM transitions"
-                "    WHERE NOT sent AND ($2::text IS NULL OR workspace_id = $2))",
+                " + (SELECT count(*) FROM transitions t"
+                "    LEFT JOIN outbox_cursors c ON c.partition = t.partition"
+                "    WHERE t.id > COALESCE(c.sent_id, 0) AND ($2::text IS NULL OR t.workspace_id = $2))",
                 list(ends),
                 workspace_id,
             )
@@ -316,7 +317,7 @@ async def check_consistency(
         ), f"{sid}/{cid}: {kinds} do not alternate"
         if (kinds[-1] == "segment.entered") != (cid in expected[UUID(sid)]):
             rows = await conn.fetch(
-                "SELECT id, partition, seq, kind, cause, sent, at FROM transitions"
+                "SELECT id, partition, seq, kind, cause, at FROM transitions"
                 " WHERE segment_id = $1 AND customer_id = $2 ORDER BY id",
                 UUID(sid),
                 cid,

@@ -175,11 +175,12 @@ class SegmentStore(Protocol):
         ...
 
     async def fetch_unsent(self, partitions: Sequence[int], limit: int) -> list[TransitionRow]:
-        """Outbox rows of ``partitions`` not yet sent, in id order."""
+        """Outbox rows of ``partitions`` past their partition's sent cursor, in id order."""
         ...
 
     async def mark_sent(self, max_id_per_partition: Mapping[int, int]) -> None:
-        """Mark every outbox row of each partition up to that id as sent."""
+        """Every outbox row of each partition up to that id was sent: move the partition's cursor
+        there (a cursor never moves back)."""
         ...
 
     async def member_count(self, segment_id: UUID) -> int:

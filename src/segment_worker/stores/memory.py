@@ -32,7 +32,8 @@ class MemoryStore:
         self.states: dict[CustomerKey, CustomerState] = {}
         self.memberships: dict[tuple[UUID, str], _Row] = {}
         self.counts: dict[tuple[UUID, int], int] = {}
-        self.outbox: list[tuple[TransitionRow, bool]] = []  # (row, sent)
+        self.outbox: list[TransitionRow] = []  # in id order
+        self.sent_ids: dict[int, int] = {}  # partition → every row with id ≤ it was delivered
         self.redis: dict[str, set[str]] = {}
         self.epochs: dict[int, int] = {}
         self._next_id = 1
@@ -105,7 +106,7 @@ class MemoryStore:
                 t.at,
             )
             self._next_id += 1
-            self.outbox.append((row, False))
+            self.outbox.append(row)
         for c in batch.optouts:
             key = optout_key(c.workspace_id)
             touched.add(key)
@@ -117,14 +118,14 @@ class MemoryStore:
 
     async def fetch_unsent(self, partitions: Sequence[int], limit: int) -> list[TransitionRow]:
         """See ``SegmentStore.fetch_unsent``."""
-        wanted = set(partitions)
-        return [row for row, sent in self.outbox if not sent and row.partition in wanted][:limit]
+        wanted, sent = set(partitions), self.sent_ids
+        unsent = [r for r in self.outbox if r.partition in wanted and r.id > sent.get(r.partition, 0)]
+        return unsent[:limit]
 
     async def mark_sent(self, max_id_per_partition: Mapping[int, int]) -> None:
         """See ``SegmentStore.mark_sent``."""
-        self.outbox = [
-            (row, sent or row.id <= max_id_per_partition.get(row.partition, 0)) for row, sent in self.outbox
-        ]
+        for p, max_id in max_id_per_partition.items():
+            self.sent_ids[p] = max(self.sent_ids.get(p, 0), max_id)
 
     async def member_count(self, segment_id: UUID) -> int:
         """See ``SegmentStore.member_count``."""

@@ -1,4 +1,5 @@
-"""The Kafka outbox (``transitions`` with ``sent = false``) and the pending Redis ops."""
+"""The Kafka outbox (``transitions`` rows past their partition's ``outbox_cursors.sent_id``) and the
+pending Redis ops."""
 
 from __future__ import annotations
 
@@ -8,53 +9,118 @@ import asyncpg
 
 from . import OpKind, RedisOp, TransitionRow
 
+# Per partition: where its unsent rows start (after its cursor, or the caller's ``after`` if
+# higher; no row for a partition whose Redis ops are still pending), its next $4 ids through the
+# (partition, id) index, then the first $2 ids of all of them. The row comparisons are on purpose:
+# only that index can serve them. With ``partition = … AND id > …`` the planner may walk the
+# primary key filtering by partition (it is in heap order), reading every other partition's
+# backlog — as it did on a table not yet vacuumed. Whole rows are read only for the ids chosen.
 _FETCH_UNSENT_SQL = """
+WITH s AS MATERIALIZED (
+    SELECT p.partition, GREATEST(p.after, COALESCE(c.sent_id, 0)) AS from_id
+    FROM unnest($1::int[], $3::bigint[]) AS p(partition, after)
+    LEFT JOIN outbox_cursors c ON c.partition = p.partition
+    WHERE NOT EXISTS (SELECT 1 FROM redis_ops r WHERE r.partition = p.partition)
+),
+ids AS MATERIALIZED (
+    SELECT i.id FROM s CROSS JOIN LATERAL (
+        SELECT t.id FROM transitions t
+        WHERE (t.partition, t.id) > (s.partition, s.from_id)
+          AND (t.partition, t.id) <= (s.partition, 9223372036854775807)
+        ORDER BY t.partition, t.id
+        LIMIT $4
+    ) i
+    ORDER BY i.id
+    LIMIT $2
+)
 SELECT t.id, t.partition, t.workspace_id, t.segment_id, t.segment_name, t.customer_id, t.seq, t.kind,
        t.cause, t.at
 FROM transitions t
-WHERE NOT t.sent AND t.partition = ANY($1::int[])
-  AND NOT EXISTS (SELECT 1 FROM redis_ops r WHERE r.partition = t.partition)
+WHERE t.id = ANY(ARRAY(SELECT id FROM ids))
 ORDER BY t.id
-LIMIT $2
 """
 
 
 async def fetch_unsent(
-    conn: asyncpg.Connection, partitions: Sequence[int], limit: int
+    conn: asyncpg.Connection,
+    partitions: Sequence[int],
+    limit: int,
+    *,
+    after: Mapping[int, int] | None = None,
 ) -> list[TransitionRow]:
-    """Outbox rows of ``partitions`` not yet sent, in id order (= commit order per partition).
+    """Up to ``limit`` outbox rows of ``partitions`` not yet sent, in id order; each partition's
+    rows are its oldest unsent ones (id order = commit order per partition).
+
+    Fewer than ``limit`` rows does not mean that nothing is left: a partition contributes at most
+    ``2 × limit / len(partitions)`` rows, so that the rows read stay near ``limit`` whatever the
+    number of partitions (reading ``limit`` per partition to pick the first ``limit`` of all made
+    a big backlog cost 12× its size). Callers read until an empty answer.
 
     A partition with Redis ops still pending yields nothing: Kafka output follows Redis (commit
-    order), so a consumer of an enter event finds the member in the Redis set.
+    order), so a consumer of an enter event finds the member in the Redis set. ``after``
+    (partition → id) skips rows up to that id as well: rows already handed to the producer but
+    not yet marked (a sender reading ahead).
     """
-    rows = await conn.fetch(_FETCH_UNSENT_SQL, list(partitions), limit)
-    return [TransitionRow(**dict(r.items())) for r in rows]
+    parts = sorted(set(partitions))
+    if not parts or limit < 1:
+        return []
+    starts = [after.get(p, 0) for p in parts] if after else [0] * len(parts)
+    per_partition = min(limit, -(-2 * limit // len(parts)))
+    rows = await conn.fetch(_FETCH_UNSENT_SQL, parts, limit, starts, per_partition)
+    return [TransitionRow(*r) for r in rows]
 
 
 async def mark_sent(conn: asyncpg.Connection, max_id_per_partition: Mapping[int, int]) -> int:
-    """Mark outbox rows of each partition with id ≤ its max as sent; answers how many changed."""
+    """Record that every outbox row of each partition with id ≤ its max was delivered (the
+    partition's cursor only moves forward). Answers how many cursors moved."""
     if not max_id_per_partition:
         return 0
+    marks = sorted(max_id_per_partition.items())  # one lock order for concurrent markers
     status: str = await conn.execute(
         """
-        UPDATE transitions t SET sent = true
-        FROM unnest($1::int[], $2::bigint[]) AS m(p, max_id)
-        WHERE NOT t.sent AND t.partition = m.p AND t.id <= m.max_id
+        INSERT INTO outbox_cursors AS c (partition, sent_id)
+        SELECT * FROM unnest($1::int[], $2::bigint[]) ORDER BY 1
+        ON CONFLICT (partition) DO UPDATE SET sent_id = EXCLUDED.sent_id
+        WHERE c.sent_id < EXCLUDED.sent_id
         """,
-        list(max_id_per_partition),
-        list(max_id_per_partition.values()),
+        [p for p, _ in marks],
+        [i for _, i in marks],
     )
     return int(status.rsplit(" ", 1)[1])
 
 
+async def count_unsent(conn: asyncpg.Connection, partitions: Sequence[int]) -> int:
+    """Outbox rows of ``partitions`` past their cursor (the backlog gauge; pending Redis ops or not)."""
+    n: int = await conn.fetchval(
+        """
+        SELECT count(*)
+        FROM unnest($1::int[]) AS p(partition)
+        LEFT JOIN outbox_cursors c ON c.partition = p.partition
+        JOIN transitions t
+          ON (t.partition, t.id) > (p.partition, COALESCE(c.sent_id, 0))
+         AND (t.partition, t.id) <= (p.partition, 9223372036854775807)
+        """,
+        sorted(set(partitions)),
+    )
+    return n
+
+
 async def fetch_redis_ops(conn: asyncpg.Connection, partitions: Sequence[int]) -> list[RedisOp]:
-    """Pending Redis ops of ``partitions`` in id (= commit) order."""
+    """Pending Redis ops of ``partitions`` in id (= commit) order; a row carrying many members
+    (migration 005) gives one op per member, all with the row's id."""
     rows = await conn.fetch(
-        "SELECT partition, op, key, member, id FROM redis_ops WHERE partition = ANY($1::int[]) ORDER BY id",
+        "SELECT partition, op, key, member, members, id FROM redis_ops WHERE partition = ANY($1::int[])"
+        " ORDER BY id",
         list(partitions),
     )
     kinds = {k.value: k for k in OpKind}
-    return [RedisOp(p, kinds[op], key, member, id_) for p, op, key, member, id_ in rows]
+    out: list[RedisOp] = []
+    for p, op, key, member, members, id_ in rows:
+        if members is None:
+            out.append(RedisOp(p, kinds[op], key, member, id_))
+        else:
+            out.extend(RedisOp(p, kinds[op], key, m, id_) for m in members)
+    return out
 
 
 async def delete_redis_ops(conn: asyncpg.Connection, max_id_per_partition: Mapping[int, int]) -> int:
