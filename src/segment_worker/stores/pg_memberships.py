@@ -16,7 +16,7 @@ import asyncpg
 import orjson
 
 from ..state import Transition
-from . import OpKind, OptOutChange, RedisOp, plan_transitions
+from . import OpKind, OptOutChange, RedisOp, pg_diff, plan_transitions
 from .errors import MembershipConflictError
 from .keys import optout_key, segment_key
 
@@ -77,7 +77,8 @@ def _dumps(value: Any) -> str:
 async def write_transitions(conn: asyncpg.Connection, transitions: Sequence[Transition]) -> None:
     """Store ``transitions`` (in the given order): upsert memberships (``joined_at`` = transition
     time on enter, NULL after exit), add count deltas per (segment, partition), append
-    ``transitions`` rows (``sent = false``) and SADD/SREM ``redis_ops`` on the segment keys.
+    ``transitions`` rows (outbox rows until their partition's cursor passes them) and SADD/SREM
+    ``redis_ops`` on the segment keys.
 
     Each pair's first transition must continue the stored row (seq + 1, opposite kind), else
     ``MembershipConflictError`` is raised and nothing is written.
@@ -177,78 +178,22 @@ async def diff_segment(
     Customers matching and not members enter (seq = stored + 1, or 1); members not matching exit.
     Answers the transitions written, ordered by (partition, customer_id).
     """
-    n = len(params)
-    ws, seg, name, cz, ts, key, parts = (f"${n + i}" for i in range(1, 8))
-    cand_cte = f"cand(customer_id) AS MATERIALIZED ({candidates_sql})," if candidates_sql else ""
-    c_filter = m_filter = ""
-    if partitions is not None:
-        c_filter += f" AND c.partition = ANY({parts}::int[])"
-        m_filter += f" AND m.partition = ANY({parts}::int[])"
-    if candidates_sql:
-        c_filter += " AND c.customer_id IN (SELECT customer_id FROM cand)"
-        m_filter += " AND m.customer_id IN (SELECT customer_id FROM cand)"
-    sql = f"""
-    WITH {cand_cte}
-    matched AS MATERIALIZED (
-        SELECT c.customer_id, c.partition FROM customers c
-        WHERE c.workspace_id = {ws}::text AND NOT c.deleted{c_filter} AND ({where_sql})
-    ),
-    changes AS MATERIALIZED (
-        SELECT x.customer_id, x.partition, COALESCE(m.seq, 0) + 1 AS seq, true AS enter
-        FROM matched x
-        LEFT JOIN memberships m ON m.segment_id = {seg}::uuid AND m.customer_id = x.customer_id
-        WHERE m.is_member IS NOT TRUE
-        UNION ALL
-        SELECT m.customer_id, m.partition, m.seq + 1, false
-        FROM memberships m
-        WHERE m.segment_id = {seg}::uuid AND m.is_member{m_filter}
-          AND NOT EXISTS (SELECT 1 FROM matched x WHERE x.customer_id = m.customer_id)
-    ),
-    mem AS (
-        INSERT INTO memberships AS m
-            (segment_id, customer_id, workspace_id, partition, is_member, seq, joined_at)
-        SELECT {seg}::uuid, customer_id, {ws}::text, partition, enter, seq,
-               CASE WHEN enter THEN {ts}::timestamptz END
-        FROM changes
-        ON CONFLICT (segment_id, customer_id) DO UPDATE
-        SET workspace_id = EXCLUDED.workspace_id, partition = EXCLUDED.partition,
-            is_member = EXCLUDED.is_member, seq = EXCLUDED.seq, joined_at = EXCLUDED.joined_at
-    ),
-    cnt AS (
-        INSERT INTO segment_counts AS s (segment_id, partition, count)
-        SELECT {seg}::uuid, partition, sum(CASE WHEN enter THEN 1 ELSE -1 END) FROM changes GROUP BY partition
-        ON CONFLICT (segment_id, partition) DO UPDATE SET count = s.count + EXCLUDED.count
-    ),
-    tr AS (
-        INSERT INTO transitions (partition, workspace_id, segment_id, segment_name, customer_id, seq, kind,
-                                 cause, at)
-        SELECT partition, {ws}::text, {seg}::uuid, {name}::text, customer_id, seq,
-               CASE WHEN enter THEN 'entered' ELSE 'exited' END, {cz}::text::jsonb, {ts}::timestamptz
-        FROM changes
-    ),
-    ops AS (
-        INSERT INTO redis_ops (partition, op, key, member)
-        SELECT partition, CASE WHEN enter THEN {int(OpKind.SADD)} ELSE {int(OpKind.SREM)} END, {key}::text,
-               customer_id
-        FROM changes
-    )
-    SELECT customer_id, partition, seq, enter FROM changes
-    """
-    args = [
-        *params,
+    rows = await pg_diff.diff(
+        conn,
         workspace_id,
         segment_id,
         segment_name,
-        _dumps(dict(cause)),
-        at,
-        segment_key(workspace_id, segment_id),
-        list(partitions) if partitions is not None else None,
-    ]
-    if partitions is None:
-        args.pop()  # the partitions placeholder is not in the statement
+        where_sql,
+        params,
+        partitions=partitions,
+        candidates_sql=candidates_sql,
+        cause=cause,
+        at=at,
+    )
+    assert isinstance(rows, list)
     # Each pair changes once per diff, so the order of the rows written does not matter; the
     # answer is sorted here rather than by a server-side sort that spills to disk on big diffs.
-    rows = sorted((tuple(r) for r in await conn.fetch(sql, *args)), key=lambda r: (r[1], r[0]))
+    rows.sort(key=lambda r: (r[1], r[0]))
     cause_d = dict(cause)
     return [
         Transition(
