@@ -139,7 +139,7 @@ def test_enter_then_exit_across_batches() -> None:
     )
     assert t.partition == customer_partition("ws1", "c1", PARTITIONS)
     rec = records[("ws1", "c1")]
-    assert rec.memberships[VIP] == Membership(True, 1, AT)
+    assert rec.memberships[VIP] == Membership(True, 1)  # records keep no joined_at
     assert r1.changed == [("ws1", "c1")] and r1.rejected == [] and r1.optouts == []
 
     r2 = process(
@@ -150,7 +150,7 @@ def test_enter_then_exit_across_batches() -> None:
         partitions=PARTITIONS,
     )
     assert summary(r2) == [("c1", "VIP", "exited", 2, "event")]
-    assert rec.memberships[VIP] == Membership(False, 2, None)
+    assert rec.memberships[VIP] == Membership(False, 2)
 
 
 def test_enter_and_exit_within_one_batch() -> None:
@@ -211,9 +211,7 @@ def test_seq_continues_after_delete_and_recreate_and_static_exits() -> None:
         [ev("tags_added", {"tags": ["VIP"]}, eid="new")], records, {"ws1": view}, NOW, partitions=PARTITIONS
     )
     assert summary(again) == [("c1", "VIP", "entered", 3, "event"), ("c1", "NEW", "entered", 3, "event")]
-    assert records[("ws1", "c1")].memberships[STATIC] == Membership(
-        False, 5, None
-    )  # the worker never re-adds
+    assert records[("ws1", "c1")].memberships[STATIC] == Membership(False, 5)  # the worker never re-adds
 
 
 def test_delete_exits_nothing_for_segments_that_are_gone() -> None:

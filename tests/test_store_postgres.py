@@ -114,6 +114,12 @@ async def test_refresh_customer_times_after_declaring_an_attribute(conn: asyncpg
     assert await _times(conn, ws) == {}
 
 
+async def _joined(conn: asyncpg.Connection, seg: uuid.UUID) -> dict[str, object]:
+    """Stored joined_at by customer (records do not carry it: the stores write it)."""
+    rows = await conn.fetch("SELECT customer_id, joined_at FROM memberships WHERE segment_id = $1", seg)
+    return {r["customer_id"]: r["joined_at"] for r in rows}
+
+
 async def _rows(conn: asyncpg.Connection, sql: str, *args: object) -> list[tuple[object, ...]]:
     return [tuple(r) for r in await conn.fetch(sql, *args)]
 
@@ -138,20 +144,21 @@ async def test_write_transitions_updates_memberships_counts_outbox_and_redis_ops
     )
     recs = await pg.load_records(conn, [(ws, "c1"), (ws, "c3")])
     m1 = recs[(ws, "c1")].memberships[seg]
-    assert (m1.is_member, m1.seq, m1.joined_at) == (True, 1, T0)
+    assert (m1.is_member, m1.seq, m1.joined_at) == (True, 1, None)  # records keep no joined_at
     m3 = recs[(ws, "c3")].memberships[seg]
-    assert (m3.is_member, m3.seq, m3.joined_at) == (False, 2, None)
+    assert (m3.is_member, m3.seq) == (False, 2)
+    assert await _joined(conn, seg) == {"c1": T0, "c2": T0, "c3": None}
     assert await pg.segment_member_counts(conn, [seg]) == {seg: 2}
     outbox = await _rows(
         conn,
-        "SELECT customer_id, seq, kind, cause, sent FROM transitions WHERE segment_id = $1 ORDER BY id",
+        "SELECT customer_id, seq, kind, cause FROM transitions WHERE segment_id = $1 ORDER BY id",
         seg,
     )
     assert outbox == [
-        ("c1", 1, "entered", {"kind": "event", "event_id": "e-1"}, False),
-        ("c2", 1, "entered", {"kind": "event", "event_id": "e-1"}, False),
-        ("c3", 1, "entered", {"kind": "event", "event_id": "e-1"}, False),
-        ("c3", 2, "exited", {"kind": "event", "event_id": "e-2"}, False),
+        ("c1", 1, "entered", {"kind": "event", "event_id": "e-1"}),
+        ("c2", 1, "entered", {"kind": "event", "event_id": "e-1"}),
+        ("c3", 1, "entered", {"kind": "event", "event_id": "e-1"}),
+        ("c3", 2, "exited", {"kind": "event", "event_id": "e-2"}),
     ]
     ops = await pg.fetch_redis_ops(conn, [p, q])
     assert [(o.partition, o.op, o.key, o.member) for o in ops] == [
@@ -246,8 +253,9 @@ async def test_diff_segment_enters_exits_and_continues_seq(conn: asyncpg.Connect
 
     recs = await pg.load_records(conn, [(ws, "c1"), (ws, "c2")])
     m1, m2 = recs[(ws, "c1")].memberships[seg], recs[(ws, "c2")].memberships[seg]
-    assert (m1.is_member, m1.seq, m1.joined_at) == (True, 3, T0 + timedelta(minutes=2))
-    assert (m2.is_member, m2.seq, m2.joined_at) == (False, 2, None)
+    assert (m1.is_member, m1.seq) == (True, 3)
+    assert (m2.is_member, m2.seq) == (False, 2)
+    assert await _joined(conn, seg) == {"c1": T0 + timedelta(minutes=2), "c2": None}
     assert await pg.segment_member_counts(conn, [seg]) == {seg: 1}
     history = await _rows(
         conn,

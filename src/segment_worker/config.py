@@ -22,6 +22,8 @@ class Settings(BaseSettings):
     api_tokens: str | None = None
     input_partitions: int = Field(default=12, ge=1)
     audience_ttl_seconds: int = Field(default=86400, ge=1)
+    # Not in the contract: a worker's memory knob (record_cache.RecordCache's byte budget).
+    record_cache_mb: int = Field(default=256, ge=1)
 
     def require_database_url(self) -> str:
         """The PostgreSQL DSN, or a clear error when it is not configured."""

@@ -20,7 +20,7 @@ from .events import AnyInputEvent
 from .partitioning import customer_partition
 from .rules.model import Catalog, FieldDef
 from .rules.timectx import TimeContext
-from .state import CustomerRecord, CustomerState, Membership, Transition
+from .state import CustomerRecord, CustomerState, Transition, segment_key
 from .timeutil import utc_ms
 
 CustomerKey = tuple[str, str]  # (workspace_id, customer_id)
@@ -53,6 +53,20 @@ class SegmentDef:
     rule: CompiledRuleLike | None = None
 
 
+class _Slot:
+    """A dynamic segment as ``process`` walks it: identity-hashed, with its interned key, its
+    predicate and its position (of its bound values in a batch)."""
+
+    __slots__ = ("key", "matches", "pos", "rule", "seg")
+
+    def __init__(self, seg: SegmentDef, rule: CompiledRuleLike, pos: int) -> None:
+        self.seg = seg
+        self.rule = rule
+        self.matches = rule.matches
+        self.key = segment_key(seg.id)
+        self.pos = pos
+
+
 @dataclass(frozen=True, slots=True)
 class WorkspaceView:
     """One workspace's catalogue and segments, indexed by the rule fields that can change them."""
@@ -64,6 +78,22 @@ class WorkspaceView:
     segments: Mapping[UUID, SegmentDef]
     index: Mapping[str, tuple[UUID, ...]]  # field key → dynamic segments whose rule reads it
     all_dynamic: tuple[UUID, ...]
+    # The same, as ``process`` reads it (built by ``build_view``): no UUID hashing per event.
+    _slots: tuple[_Slot, ...] = ()
+    _slot_index: Mapping[str, tuple[_Slot, ...]] = field(default_factory=dict)
+    _by_key: Mapping[int, SegmentDef] = field(default_factory=dict)
+    _combos: dict[frozenset[str], tuple[_Slot, ...]] = field(default_factory=dict)
+
+    def candidates(self, changed: frozenset[str]) -> tuple[_Slot, ...]:
+        """The dynamic segments reading any of ``changed``, in segment order (memoised)."""
+        got = self._combos.get(changed)
+        if got is None:
+            wanted = {slot for k in changed for slot in self._slot_index.get(k, ())}
+            got = tuple(slot for slot in self._slots if slot in wanted)
+            if len(self._combos) >= 4096:
+                self._combos.clear()
+            self._combos[changed] = got
+        return got
 
 
 def build_view(
@@ -83,6 +113,8 @@ def build_view(
             for key in sorted(seg.rule.fields):
                 index.setdefault(key, []).append(seg.id)
     attrs = {fd.attribute_name: fd for fd in catalog.fields.values() if fd.is_attribute}
+    slots = tuple(_Slot(by_id[sid], rule, n) for n, sid in enumerate(dynamic) if (rule := by_id[sid].rule))
+    slot_of = {slot.seg.id: slot for slot in slots}
     return WorkspaceView(
         workspace_id=workspace_id,
         catalog=catalog,
@@ -91,6 +123,9 @@ def build_view(
         segments=by_id,
         index={k: tuple(v) for k, v in index.items()},
         all_dynamic=tuple(dynamic),
+        _slots=slots,
+        _slot_index={k: tuple(slot_of[sid] for sid in v) for k, v in index.items()},
+        _by_key={segment_key(sid): seg for sid, seg in by_id.items()},
     )
 
 
@@ -147,16 +182,16 @@ def process(
         if not exists(state):
             continue
         if res.created:
-            candidates: Iterable[UUID] = view.all_dynamic
+            candidates: tuple[_Slot, ...] = view._slots
         elif not res.changed:
             continue
         elif len(res.changed) == 1:
             (only,) = res.changed
-            candidates = view.index.get(only, ())
+            candidates = view._slot_index.get(only, ())
         else:
-            wanted = {sid for k in res.changed for sid in view.index.get(k, ())}
-            candidates = [sid for sid in view.all_dynamic if sid in wanted] if wanted else ()
-        batch.evaluate(view, rec, state, candidates, {"kind": "event", "event_id": ev.event_id})
+            candidates = view.candidates(res.changed)
+        if candidates:
+            batch.evaluate(view, rec, state, candidates, ev.event_id)
     out.changed = list(changed)
     return out
 
@@ -165,13 +200,14 @@ class _Batch:
     """Per-batch caches (views, bound rule values) and the transition writer."""
 
     __slots__ = ("_bound", "_ctx", "_empty", "_now", "_views", "at", "out")
+    _bound: dict[str, list[tuple[object, ...] | None]]
 
     def __init__(self, now: datetime, views: Mapping[str, WorkspaceView], at: datetime, out: BatchResult):
         self._now = now
         self._views = views
         self._empty: dict[str, WorkspaceView] = {}
         self._ctx: dict[str, TimeContext] = {}
-        self._bound: dict[UUID, tuple[object, ...]] = {}
+        self._bound = {}  # workspace → bound values by slot position
         self.at = at
         self.out = out
 
@@ -183,13 +219,18 @@ class _Batch:
                 view = self._empty[workspace_id] = build_view(workspace_id, Catalog.for_workspace(), ())
         return view
 
-    def bound(self, view: WorkspaceView, seg: SegmentDef, rule: CompiledRuleLike) -> tuple[object, ...]:
-        b = self._bound.get(seg.id)
-        if b is None:
-            ctx = self._ctx.get(view.workspace_id)
-            if ctx is None:
-                ctx = self._ctx[view.workspace_id] = TimeContext.at(self._now, view.catalog.timezone)
-            b = self._bound[seg.id] = rule.bind(ctx)
+    def bounds(self, view: WorkspaceView) -> list[tuple[object, ...] | None]:
+        """The batch's bound values of ``view``'s dynamic segments, by slot position (filled lazily)."""
+        got = self._bound.get(view.workspace_id)
+        if got is None:
+            got = self._bound[view.workspace_id] = [None] * len(view._slots)
+        return got
+
+    def bind(self, view: WorkspaceView, slot: _Slot) -> tuple[object, ...]:
+        ctx = self._ctx.get(view.workspace_id)
+        if ctx is None:
+            ctx = self._ctx[view.workspace_id] = TimeContext.at(self._now, view.catalog.timezone)
+        b = self.bounds(view)[slot.pos] = slot.rule.bind(ctx)
         return b
 
     def evaluate(
@@ -197,37 +238,37 @@ class _Batch:
         view: WorkspaceView,
         rec: CustomerRecord,
         state: CustomerState,
-        candidates: Iterable[UUID],
-        cause: dict[str, str],
+        candidates: tuple[_Slot, ...],
+        event_id: str,
     ) -> None:
-        for sid in candidates:
-            seg = view.segments[sid]
-            rule = seg.rule
-            if rule is None:
-                continue
-            is_in = rule.matches(state, self.bound(view, seg, rule))
-            m = rec.memberships.get(sid)
-            if is_in != (m is not None and m.is_member):
-                self._flip(seg, rec, state, is_in, cause)
+        bounds = self.bounds(view)
+        codes = rec.codes
+        cause: dict[str, str] | None = None
+        for slot in candidates:
+            b = bounds[slot.pos]
+            if b is None:
+                b = self.bind(view, slot)
+            is_in = slot.matches(state, b)
+            if is_in != (codes.get(slot.key, 0) & 1):
+                if cause is None:  # one dict per event that moves something, shared by its transitions
+                    cause = {"kind": "event", "event_id": event_id}
+                self._flip(slot.seg, slot.key, rec, state, is_in, cause)
 
     def exit_all(
         self, view: WorkspaceView, rec: CustomerRecord, state: CustomerState, cause: dict[str, str]
     ) -> None:
-        for sid, m in list(rec.memberships.items()):
-            seg = view.segments.get(sid)
+        for key, code in list(rec.codes.items()):
+            seg = view._by_key.get(key)
             # A membership of a segment that is gone ends without an exit event (CONTRACT §10).
-            if m.is_member and seg is not None:
-                self._flip(seg, rec, state, False, cause)
+            if code & 1 and seg is not None:
+                self._flip(seg, key, rec, state, False, cause)
 
     def _flip(
-        self, seg: SegmentDef, rec: CustomerRecord, state: CustomerState, enter: bool, cause: dict[str, str]
+        self, seg: SegmentDef, key: int, rec: CustomerRecord, state: CustomerState, enter: bool,
+        cause: dict[str, str],
     ) -> None:
-        m = rec.memberships.get(seg.id)
-        if m is None:
-            m = rec.memberships[seg.id] = Membership(False, 0)
-        m.is_member = enter
-        m.seq += 1
-        m.joined_at = self.at if enter else None
+        seq = (rec.codes.get(key, 0) >> 1) + 1
+        rec.codes[key] = (seq << 1) | enter
         self.out.transitions.append(
             Transition(
                 workspace_id=state.workspace_id,
@@ -235,7 +276,7 @@ class _Batch:
                 segment_name=seg.name,
                 customer_id=state.customer_id,
                 partition=state.partition,
-                seq=m.seq,
+                seq=seq,
                 kind="entered" if enter else "exited",
                 cause=cause,
                 at=self.at,

@@ -100,6 +100,9 @@ def _check_id(value: str) -> str:
 
 
 def _check_workspace_id(value: str) -> str:
+    # Fast path first: ``workspace_id_problem`` walks the string in Python to word its reason.
+    if id_ok(value) and ":" not in value and "{" not in value and "}" not in value and "/" not in value:
+        return value
     problem = workspace_id_problem(_check_id(value))
     if problem is not None:
         raise _bad(problem)

@@ -6,6 +6,7 @@ carry a folded copy (``*_f``) that every comparison reads; ``tags`` holds folded
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -50,19 +51,104 @@ class CustomerState:
 
 @dataclass(slots=True)
 class Membership:
-    """A customer's standing in one segment; the row stays after an exit so ``seq`` continues."""
+    """A customer's standing in one segment; the row stays after an exit so ``seq`` continues.
+
+    Records (``CustomerRecord.memberships``) keep only ``is_member`` and ``seq``: nothing in the
+    worker reads ``joined_at`` back (stores write it from the transitions), so it is None there."""
 
     is_member: bool
     seq: int
     joined_at: datetime | None = None
 
 
-@dataclass(slots=True)
-class CustomerRecord:
-    """What the engine needs of one customer: its state (None = never seen) and memberships."""
+# Segment ids are interned: every record refers to one int key (``UUID.int``) per segment, whose
+# hash is computed in C (``uuid.UUID.__hash__`` is a Python call), and one UUID object per segment.
+# Interning saves memory only; equality never depends on identity, so clearing the tables is safe.
+_KEYS: dict[int, tuple[int, UUID]] = {}
+_MAX_INTERNED = 1 << 20
 
-    state: CustomerState | None
-    memberships: dict[UUID, Membership] = field(default_factory=dict)
+
+def segment_key(segment_id: UUID) -> int:
+    """The interned int key of ``segment_id`` (its 128-bit value)."""
+    k = segment_id.int
+    got = _KEYS.get(k)
+    if got is None:
+        if len(_KEYS) >= _MAX_INTERNED:
+            _KEYS.clear()
+        got = _KEYS[k] = (k, segment_id)
+    return got[0]
+
+
+def segment_uuid(key: int) -> UUID:
+    """The segment id of an int key from ``segment_key``."""
+    got = _KEYS.get(key)
+    return got[1] if got is not None else UUID(int=key)
+
+
+def membership_code(is_member: bool, seq: int) -> int:
+    """A membership packed into one int (``seq * 2 + is_member``): small ints are shared objects."""
+    return (seq << 1) | is_member
+
+
+class MembershipsView(MutableMapping[UUID, Membership]):
+    """``CustomerRecord.memberships``: segment id → ``Membership``, over the record's packed codes
+    (for stores and tests; the engine reads the codes)."""
+
+    __slots__ = ("_codes",)
+
+    def __init__(self, codes: dict[int, int]) -> None:
+        self._codes = codes
+
+    def __getitem__(self, segment_id: UUID) -> Membership:
+        code = self._codes[segment_id.int]
+        return Membership(bool(code & 1), code >> 1)
+
+    def __setitem__(self, segment_id: UUID, m: Membership) -> None:
+        self._codes[segment_key(segment_id)] = membership_code(m.is_member, m.seq)
+
+    def __delitem__(self, segment_id: UUID) -> None:
+        del self._codes[segment_id.int]
+
+    def __iter__(self) -> Iterator[UUID]:
+        return (segment_uuid(k) for k in self._codes)
+
+    def __len__(self) -> int:
+        return len(self._codes)
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
+
+
+class CustomerRecord:
+    """What the engine needs of one customer: its state (None = never seen) and memberships.
+
+    Memberships live in ``codes`` (``segment_key`` → ``membership_code``): a cached record holds
+    no object per membership row. ``memberships`` is a mapping view of them."""
+
+    __slots__ = ("codes", "state")
+
+    def __init__(
+        self, state: CustomerState | None, memberships: Mapping[UUID, Membership] | None = None
+    ) -> None:
+        self.state = state
+        self.codes: dict[int, int] = {}
+        if memberships:
+            self.memberships.update(memberships)
+
+    @property
+    def memberships(self) -> MembershipsView:
+        """Segment id → ``Membership`` (is_member, seq), read-write."""
+        return MembershipsView(self.codes)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CustomerRecord):
+            return NotImplemented
+        return self.state == other.state and self.codes == other.codes
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"CustomerRecord(state={self.state!r}, memberships={self.memberships!r})"
 
 
 @dataclass(frozen=True, slots=True)

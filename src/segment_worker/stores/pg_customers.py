@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 
-from ..state import CustomerRecord, CustomerState, Membership
+from ..state import CustomerRecord, CustomerState, membership_code, segment_key
+from ..timeutil import Version, try_date, try_datetime
 from . import CustomerKey
 
 # SQL type of every customers column that mirrors a CustomerState field (names are 1:1).
@@ -85,7 +88,21 @@ up AS (
     ON CONFLICT (workspace_id, customer_id) DO UPDATE SET {_UPDATES}, updated_at = now()
     WHERE {_CHANGED}
 ),
-newt AS MATERIALIZED ({_TIMES_OF.format(src="src", extra="")}),
+-- The worker parsed the date/datetime-shaped attribute values already (timeutil, which agrees
+-- with sw_try_date/sw_try_timestamptz); attribute_defs, read here under the partition locks,
+-- decides which of them count. A regex parse per row in SQL cost ~10-150 µs.
+newt AS MATERIALIZED (
+    SELECT x.workspace_id, x.attr, x.customer_id, x.partition, v.value,
+           (extract(month FROM v.value AT TIME ZONE 'UTC') * 100
+            + extract(day FROM v.value AT TIME ZONE 'UTC'))::smallint AS month_day
+    FROM unnest($2::text[], $3::text[], $4::text[], $5::int[], $6::text[], $7::timestamptz[], $8::text[])
+         AS x(workspace_id, customer_id, attr, partition, type, value, raw)
+    JOIN attribute_defs d ON d.workspace_id = x.workspace_id AND d.name = x.attr AND d.type = x.type
+    -- raw: a value whose instant asyncpg cannot send (see time_values), read by SQL instead.
+    CROSS JOIN LATERAL (SELECT COALESCE(x.value, CASE x.type
+        WHEN 'date' THEN sw_try_date(to_jsonb(x.raw))::timestamp AT TIME ZONE 'UTC'
+        ELSE sw_try_timestamptz(to_jsonb(x.raw)) END) AS value) v
+),
 del AS (
     DELETE FROM customer_times t USING src s
     WHERE t.workspace_id = s.workspace_id AND t.customer_id = s.customer_id
@@ -110,8 +127,9 @@ FROM unnest($1::text[], $2::text[]) AS k(ws, cid)
 JOIN customers c ON c.workspace_id = k.ws AND c.customer_id = k.cid
 """
 
+# No joined_at: nothing in the worker reads it back (write_transitions sets it from transitions).
 _LOAD_MEMBERSHIPS_SQL = """
-SELECT m.workspace_id, m.customer_id, m.segment_id, m.is_member, m.seq, m.joined_at
+SELECT m.workspace_id, m.customer_id, m.segment_id, m.is_member, m.seq
 FROM unnest($1::text[], $2::text[]) AS k(ws, cid)
 JOIN memberships m ON m.workspace_id = k.ws AND m.customer_id = k.cid
 """
@@ -124,10 +142,30 @@ def _check_aware(states: Sequence[CustomerState]) -> None:
                 raise ValueError(f"customer {s.customer_id!r}: datetimes must be timezone-aware, got {v!r}")
 
 
-def _row_to_state(r: asyncpg.Record) -> CustomerState:
+def _row_to_state(r: Sequence[Any]) -> CustomerState:
     s = CustomerState(*r)  # the SELECT lists the columns in field order
     s.tags = set(s.tags)
-    s.versions = {k: (v[0], v[1]) for k, v in s.versions.items()}
+    # One Version tuple per event, not per key: the writes of one event (an upsert's fields, an
+    # attributes_set's attributes) share it, as they do after apply_event. Most of a cached
+    # record's bytes were these tuples and their event-id strings.
+    by_event: dict[str, Version] = {}
+    versions: dict[str, Version] = {}
+    for k, (us, eid) in s.versions.items():
+        v = by_event.get(eid)
+        if v is None or v[0] != us:
+            v = by_event[eid] = (us, eid)
+        versions[k] = v
+    s.versions = versions
+    # Folded copies equal to the original (numbers, booleans, lower-case text) share its object.
+    attrs, folded = s.attrs, s.attrs_f
+    for k, fv in folded.items():
+        v = attrs.get(k)
+        if v == fv and type(v) is type(fv):
+            folded[k] = v
+    for name in ("phone", "name", "email", "language", "country", "platform"):
+        v = getattr(s, name)
+        if v is not None and v == getattr(s, name + "_f"):
+            setattr(s, name + "_f", v)
     return s
 
 
@@ -139,17 +177,24 @@ async def load_records(
     Every requested key is in the answer; ``state`` is None for a customer never seen.
     """
     unique = list(dict.fromkeys(keys))
-    out: dict[CustomerKey, CustomerRecord] = {k: CustomerRecord(state=None) for k in unique}
     if not unique:
-        return out
+        return {}
     ws = [k[0] for k in unique]
     cid = [k[1] for k in unique]
-    for r in await conn.fetch(_LOAD_STATES_SQL, ws, cid):
-        out[(r["workspace_id"], r["customer_id"])].state = _row_to_state(r)
-    for r in await conn.fetch(_LOAD_MEMBERSHIPS_SQL, ws, cid):
-        out[(r["workspace_id"], r["customer_id"])].memberships[r["segment_id"]] = Membership(
-            is_member=r["is_member"], seq=r["seq"], joined_at=r["joined_at"]
-        )
+    states = await conn.fetch(_LOAD_STATES_SQL, ws, cid)
+    memberships = await conn.fetch(_LOAD_MEMBERSHIPS_SQL, ws, cid)
+    return records_from_rows(unique, states, memberships)
+
+
+def records_from_rows(
+    keys: Sequence[CustomerKey], states: Sequence[Sequence[Any]], memberships: Sequence[Sequence[Any]]
+) -> dict[CustomerKey, CustomerRecord]:
+    """Records of ``keys`` from the rows of ``_LOAD_STATES_SQL`` and ``_LOAD_MEMBERSHIPS_SQL``."""
+    out: dict[CustomerKey, CustomerRecord] = {k: CustomerRecord(state=None) for k in keys}
+    for r in states:
+        out[(r[0], r[1])].state = _row_to_state(r)
+    for r in memberships:
+        out[(r[0], r[1])].codes[segment_key(r[2])] = membership_code(r[3], r[4])
     return out
 
 
@@ -166,8 +211,56 @@ async def save_states(conn: asyncpg.Connection, states: Sequence[CustomerState])
     last = list({(s.workspace_id, s.customer_id): s for s in states}.values())
     _check_aware(last)
     # The jsonb codec serialises the dataclasses as they are (fields = columns; sets as arrays).
-    n: int = await conn.fetchval(_SAVE_SQL, last)
+    n: int = await conn.fetchval(_SAVE_SQL, last, *time_values(last))
     return n
+
+
+_INFINITE = (datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC))
+
+
+def time_values(states: Sequence[CustomerState]) -> tuple[list[Any], ...]:
+    """``_SAVE_SQL``'s typed-attribute columns: every attribute value of ``states`` that is a valid
+    date or datetime (``timeutil.try_date``/``try_datetime``, as ``sw_try_date``/``sw_try_timestamptz``
+    read them), whatever its declared type; the statement keeps those ``attribute_defs`` declares."""
+    ws: list[str] = []
+    cid: list[str] = []
+    attr: list[str] = []
+    part: list[int] = []
+    kind: list[str] = []
+    value: list[datetime | None] = []
+    raw: list[str | None] = []
+    for s in states:
+        for name, v in s.attrs.items():
+            if not isinstance(v, str) or not "0" <= v[:1] <= "9":  # both forms start with a digit
+                continue
+            instant: datetime | None
+            if len(v) == 10:  # a valid date has exactly 10 characters, a valid datetime more
+                d = try_date(v)
+                if d is None:
+                    continue
+                kind.append("date")
+                instant = datetime(d.year, d.month, d.day, tzinfo=UTC)
+            else:
+                dt = try_datetime(v)
+                if dt is None:
+                    continue
+                kind.append("datetime")
+                try:
+                    instant = dt.astimezone(UTC)
+                except OverflowError:  # "0001-01-01T00:00:00+01:00" is in year 0 in UTC
+                    instant = None
+            # asyncpg sends datetime.min/max as -infinity/infinity: leave those to SQL as well.
+            if instant is None or instant in _INFINITE:
+                value.append(None)
+                raw.append(v)
+            else:
+                value.append(instant)
+                raw.append(None)
+            ws.append(s.workspace_id)
+            cid.append(s.customer_id)
+            attr.append(name)
+            part.append(s.partition)
+    return ws, cid, attr, part, kind, value, raw
 
 
 async def refresh_customer_times(
