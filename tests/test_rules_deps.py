@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from segment_worker.rules.deps import FlipWindows, flip_windows
+from segment_worker.rules.deps import FlipWindows, flip_offsets, flip_windows, next_day_flip
 from segment_worker.rules.model import TIME_RELATIVE_OPERATORS, Condition
 from segment_worker.rules.timectx import TimeContext
 from segment_worker.rules.validate import parse_rule
@@ -149,3 +149,88 @@ def test_every_flip_lies_inside_the_windows(
     after = compiled.matches(state, bound1)
     if before != after:
         assert flip_windows(cond, t0, t1, tz).contains(probe, tz), (doc, t0, t1, probe)
+
+
+NEAR = st.one_of(
+    st.timedeltas(timedelta(days=-32), timedelta(days=32)),
+    # next to an edge that moves with "now": v ≈ t0 - N days
+    st.builds(
+        lambda n, d: d - timedelta(days=n),
+        st.sampled_from((0, 1, 7, 30)),
+        st.timedeltas(timedelta(hours=-3), timedelta(hours=3)),
+    ),
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    op=st.sampled_from(TIME_OPS),
+    date_field=st.booleans(),
+    days=st.sampled_from((0, 1, 7, 30)),
+    zone=st.sampled_from(ZONES),
+    t0=st.datetimes(datetime(2024, 1, 1), datetime(2025, 1, 1), timezones=st.just(UTC)),
+    step=st.one_of(
+        st.timedeltas(timedelta(0), timedelta(seconds=10)),
+        st.timedeltas(timedelta(0), timedelta(hours=30)),
+        st.timedeltas(timedelta(0), timedelta(days=70)),
+    ),
+    near=NEAR,
+    to_edge=st.booleans(),
+)
+def test_no_flip_comes_before_the_planned_boundary(
+    op: str,
+    date_field: bool,
+    days: int,
+    zone: str,
+    t0: datetime,
+    step: timedelta,
+    near: timedelta,
+    to_edge: bool,
+) -> None:
+    """The ticker's plan: a value's first flip after ``t0`` is one of its ``v + o`` (or 1 µs after)
+    or ``next_day_flip`` — so truth at ``t0`` holds up to just before the planned boundary."""
+    field = "attributes.d" if date_field else "created_at"
+    doc = {"field": field, "op": op, **({"value": days} if op.endswith("_days") else {})}
+    compiled = compile_json(doc)
+    cond = compiled.rule
+    assert isinstance(cond, Condition)
+    tz = zoneinfo.ZoneInfo(zone)
+    horizon = t0 + step
+    instant = t0 + near
+    if date_field:
+        state = make_state("ws", "c", attrs={"d": instant.date().isoformat()})
+        assert flip_offsets(cond) == ()
+    else:
+        state = make_state("ws", "c", created_at=instant)
+    planned = [instant + o for o in flip_offsets(cond) if instant + o >= t0]
+    day = next_day_flip(cond, t0, horizon, tz)
+    assert day is None or t0 < day <= horizon
+    if day is not None:
+        planned.append(day)
+    first = min(planned, default=None)
+    t1 = horizon
+    if to_edge and first is not None and t0 < first <= horizon:
+        t1 = first - timedelta(microseconds=1)  # the last instant before the planned boundary
+    before = compiled.matches(state, compiled.bind(TimeContext(t0, tz)))
+    after = compiled.matches(state, compiled.bind(TimeContext(t1, tz)))
+    if before != after:
+        assert first is not None and first <= t1, (doc, zone, t0, t1, instant, first)
+
+
+def test_next_day_flip_is_the_local_day_start_where_the_calendar_moves() -> None:
+    tz = zoneinfo.ZoneInfo("America/New_York")
+    week = parse_rule({"field": "created_at", "op": "this_week"}, CATALOG)
+    today = parse_rule({"field": "attributes.d", "op": "is_today"}, CATALOG)
+    moving = parse_rule({"field": "created_at", "op": "in_last_days", "value": 1}, CATALOG)
+    assert isinstance(week, Condition) and isinstance(today, Condition) and isinstance(moving, Condition)
+    # Saturday 7 March 2026, 23:59:58 EST: Sunday's midnight flips "today", only Monday's the week.
+    sat = datetime(2026, 3, 8, 4, 59, 58, tzinfo=UTC)
+    sun_midnight = datetime(2026, 3, 8, 5, tzinfo=UTC)
+    mon_midnight = datetime(2026, 3, 9, 4, tzinfo=UTC)  # EDT from Sunday 2 am
+    assert next_day_flip(today, sat, sat + timedelta(seconds=5), tz) == sun_midnight
+    assert next_day_flip(today, sat, sat + timedelta(seconds=1), tz) is None
+    assert next_day_flip(week, sat, sat + timedelta(seconds=5), tz) is None
+    assert next_day_flip(week, sat, sat + timedelta(days=3), tz) == mon_midnight
+    # Continuously moving conditions are planned from their values, not from the calendar.
+    assert next_day_flip(moving, sat, sat + timedelta(days=3), tz) is None
+    assert flip_offsets(moving) == (timedelta(0), timedelta(days=1))

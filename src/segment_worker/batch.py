@@ -43,6 +43,20 @@ class Sorted:
     dead: list[DeadLetter] = field(default_factory=list)
     rekeyed: list[Rekeyed] = field(default_factory=list)
     next_offsets: dict[int, int] = field(default_factory=dict)
+    records: int = 0  # consumer records sorted (all kinds)
+
+    @classmethod
+    def merge(cls, parts: Iterable[Sorted]) -> Sorted:
+        """One batch of several sorted record lists (e.g. one per input partition)."""
+        out = cls()
+        for s in parts:
+            out.events += s.events
+            out.sources += s.sources
+            out.dead += s.dead
+            out.rekeyed += s.rekeyed
+            out.next_offsets.update(s.next_offsets)
+            out.records += s.records
+        return out
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -59,6 +73,7 @@ def sort_records(records: Iterable[Any], partitions: int) -> Sorted:
     """
     out = Sorted()
     for r in records:
+        out.records += 1
         out.next_offsets[r.partition] = r.offset + 1
         try:
             ev = parse_event(r.value)
@@ -119,15 +134,18 @@ class BatchProcessor:
         self._before_commit = before_commit
         self._on_connection = on_connection
 
-    async def run(self, records: Sequence[Any], epochs: Mapping[int, int], partitions: int) -> BatchOutcome:
-        """Process ``records`` (all of partitions in ``epochs``) in one fenced unit of work.
+    async def run(
+        self, records: Sequence[Any] | Sorted, epochs: Mapping[int, int], partitions: int
+    ) -> BatchOutcome:
+        """Process ``records`` (all of partitions in ``epochs``; consumer records, or already
+        ``sort_records``-ed with the same ``partitions``) in one fenced unit of work.
 
         Raises ``FencedError`` when another worker claimed one of the partitions (nothing is
         written), and any store/Kafka error as it comes; on any error the record cache is dropped
         (the engine changed cached records in place) and the caller re-reads from the stored offsets.
         """
         t0 = time.perf_counter()
-        s = sort_records(records, partitions)
+        s = records if isinstance(records, Sorted) else sort_records(records, partitions)
         parts = sorted(s.next_offsets)
         fence = {p: epochs[p] for p in parts}
         try:
@@ -137,7 +155,7 @@ class BatchProcessor:
             raise
         seconds = time.perf_counter() - t0
         m = self._metrics
-        m.batch_size.observe(len(records))
+        m.batch_size.observe(s.records)
         m.batch_duration.observe(seconds)
         applied = len(s.events) - rejected
         m.events_processed.labels("applied").inc(applied)
@@ -146,7 +164,7 @@ class BatchProcessor:
         m.dlq_records.inc(len(s.dead))
         m.rekeyed_records.inc(len(s.rekeyed))
         return BatchOutcome(
-            len(records), applied, len(s.dead), len(s.rekeyed), transitions, tuple(parts), seconds
+            s.records, applied, len(s.dead), len(s.rekeyed), transitions, tuple(parts), seconds
         )
 
     async def _commit(self, s: Sorted, fence: Mapping[int, int], partitions: int) -> tuple[int, int]:

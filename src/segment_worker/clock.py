@@ -42,3 +42,23 @@ class ManualClock:
         """Move forward by ``delta``; return the new instant."""
         self._now += delta
         return self._now
+
+
+class ShiftedClock:
+    """The real clock moved by a fixed amount: time runs at its real rate from an instant the test
+    chooses (for timers that must fire at the real moments of a far-away boundary, e.g. midnight)."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self._shift = timedelta(0)
+        if start is not None:
+            self.set(start)
+
+    def now(self) -> datetime:
+        """The real instant plus the shift."""
+        return datetime.now(UTC) + self._shift
+
+    def set(self, instant: datetime) -> None:
+        """Read ``instant`` now, and run on from it."""
+        if instant.tzinfo is None:
+            raise ValueError("ShiftedClock needs an aware datetime")
+        self._shift = instant - datetime.now(UTC)

@@ -11,6 +11,10 @@ which is never held across ``getmany`` — a callback waiting for a lock held ar
 deadlocks the group (aiokafka issue 335). A revocation therefore waits for the batch in flight
 to finish, then the partitions' caches are dropped.
 
+Pipelining: after a full batch (a backlog) the next ``getmany`` and its parsing run in a task while
+the batch holds the lock and waits on PostgreSQL; the batch never awaits that task. Its records are
+used only for partitions still ready and not rewound or re-positioned since it answered (``_usable``).
+
 Around it: ``ownership`` (rebalance callbacks, claiming, positioning), ``positions`` (seeking,
 lag), ``batch`` (one batch's unit of work, the record cache), ``deadletter``, ``outbox`` (sending,
 LISTEN), ``ticker`` (time-relative re-checks), ``catalog_cache``, ``metrics``, ``clock``.
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import socket
@@ -33,7 +38,7 @@ from aiokafka.errors import KafkaError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from .batch import BatchOutcome, BatchProcessor
+from .batch import BatchOutcome, BatchProcessor, Sorted, sort_records
 from .catalog_cache import CatalogCache
 from .clock import Clock, SystemClock
 from .config import Settings
@@ -47,7 +52,7 @@ from .positions import consumer_lag
 from .record_cache import RecordCache
 from .stores import postgres as pg
 from .stores.errors import FencedError
-from .ticker import Ticker
+from .ticker import Ticker, TickSchedule
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +74,16 @@ class WorkerOptions:
     pool_max_size: int = 4
     retry_backoff_seconds: float = 1.0
     commit_timeout_seconds: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Fetched:
+    """One ``getmany``'s records, parsed per input partition."""
+
+    parts: dict[int, Sorted]
+    moves: dict[int, int]  # ``Worker._moves`` when getmany answered
+    records: int
+    error: KafkaError | None
 
 
 def default_owner() -> str:
@@ -94,10 +109,12 @@ class Worker(PartitionOwnership):
         self.owner = self.options.owner or default_owner()
         self.owned: dict[int, int] = {}  # partition → epoch claimed
         self.batches = 0
+        self.fetched_ahead = 0  # fetches started while a batch was in flight (tests, logs)
         self.last_batch: BatchOutcome | None = None
         self._unready: set[int] = set()  # assigned but not (re)positioned yet: paused
         self._lock = asyncio.Lock()
         self._to_commit: dict[int, int] = {}
+        self._moves: dict[int, int] = {}  # partition → times rewound or positioned (see _usable)
         self._tick_wanted = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._commit_task: asyncio.Task[None] | None = None
@@ -107,7 +124,9 @@ class Worker(PartitionOwnership):
         self._producer: Any = None
         self._consumer: Any = None
         self._listener: OutboxListener | None = None
-        self._records = RecordCache(self.options.records_per_partition)
+        self._records = RecordCache(
+            self.options.records_per_partition, max_bytes=settings.record_cache_mb * 2**20
+        )
         self._catalogs = CatalogCache()
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -243,39 +262,88 @@ class Worker(PartitionOwnership):
     # -- the batch loop --------------------------------------------------------------------------
 
     async def _loop(self) -> None:
-        topic = self.settings.topic_events
-        while not self._stopping.is_set():
-            if self._unready:
-                await self._recover()
-            try:
-                data = await self._consumer.getmany(
-                    timeout_ms=self.options.poll_timeout_ms, max_records=self.options.max_records
-                )
-            except KafkaError as exc:
-                log.warning("fetch failed: %s", exc)
-                self.metrics.errors.labels("fetch").inc()
-                await asyncio.sleep(self.options.retry_backoff_seconds)
-                continue
-            if not data:
-                if self._outbox.has_unmarked:
-                    await self._flush_marks()  # idle: no batch transaction is coming to carry them
-                continue
-            async with self._lock:
-                # The group may have moved partitions while getmany waited: keep only ours.
-                ours = {p for p in self.owned if p not in self._unready}
-                records = [
-                    r for tp, rs in data.items() if tp.topic == topic and tp.partition in ours for r in rs
-                ]
-                ok = await self._batch(records) if records else True
-            if not ok:
-                await asyncio.sleep(self.options.retry_backoff_seconds)
-            self._commit_kafka()
-
-    async def _batch(self, records: list[Any]) -> bool:
-        """Process one batch; on failure rewind its partitions (answers False: back off)."""
-        parts = {r.partition for r in records}
+        ahead: asyncio.Task[_Fetched] | None = None
         try:
-            outcome = await self._processor.run(records, self.owned, self._partition_count())
+            while not self._stopping.is_set():
+                if self._unready:
+                    await self._recover()
+                fetched = await (ahead if ahead is not None else self._fetch())
+                ahead = None
+                if fetched.error is not None:
+                    log.warning("fetch failed: %s", fetched.error)
+                    self.metrics.errors.labels("fetch").inc()
+                    await asyncio.sleep(self.options.retry_backoff_seconds)
+                    continue
+                if not fetched.parts:
+                    if self._outbox.has_unmarked:
+                        await self._flush_marks()  # idle: no batch transaction is coming to carry them
+                    continue
+                if fetched.records >= self.options.max_records:
+                    # A backlog: fetch and parse the next batch while this one waits on PostgreSQL.
+                    # Below it, fetching after the batch picks up more records at lower latency.
+                    ahead = asyncio.create_task(self._fetch())
+                    self.fetched_ahead += 1
+                async with self._lock:
+                    batch = self._usable(fetched)
+                    ok = await self._batch(batch) if batch.records else True
+                if not ok:
+                    await asyncio.sleep(self.options.retry_backoff_seconds)
+                self._commit_kafka()
+        finally:
+            if ahead is not None:
+                ahead.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await ahead
+
+    async def _fetch(self) -> _Fetched:
+        """``getmany`` (never under the lock), then parse each partition's records (pure)."""
+        try:
+            data = await self._consumer.getmany(
+                timeout_ms=self.options.poll_timeout_ms, max_records=self.options.max_records
+            )
+        except KafkaError as exc:
+            return _Fetched({}, {}, 0, exc)
+        # aiokafka returns only records consistent with seeks and pauses made before getmany
+        # answered; the positions moved after this instant are told apart by ``_usable``.
+        moves = dict(self._moves)
+        topic, count = self.settings.topic_events, self._partition_count()
+        parts: dict[int, Sorted] = {}
+        total = 0
+        for tp, rs in data.items():
+            if tp.topic == topic and rs:
+                parts[tp.partition] = sort_records(rs, count)
+                total += len(rs)
+                await asyncio.sleep(0)  # let a batch in flight proceed between partitions
+        return _Fetched(parts, moves, total, None)
+
+    def _usable(self, fetched: _Fetched) -> Sorted:
+        """The records of ``fetched`` still to apply (call under the lock): the group may have moved
+        partitions, and a partition positioned since the fetch (rewound and re-sought) was fetched
+        from before its seek — the seek already set where it is read again."""
+        ours = {p for p in self.owned if p not in self._unready}
+        return Sorted.merge(
+            s
+            for p, s in fetched.parts.items()
+            if p in ours and self._moves.get(p, 0) == fetched.moves.get(p, 0)
+        )
+
+    def _rewind(self, partitions: set[int]) -> None:
+        for p in partitions:
+            self._moves[p] = self._moves.get(p, 0) + 1
+        super()._rewind(partitions)
+
+    async def _position(self, parts: set[int]) -> None:
+        # Counted before the seek: the partitions are paused until it is done, so no fetch can
+        # answer records of theirs between this count and the seek.
+        for p in parts:
+            self._moves[p] = self._moves.get(p, 0) + 1
+        await super()._position(parts)
+
+    async def _batch(self, batch: Sorted) -> bool:
+        """Process one batch; on failure rewind its partitions (answers False: back off)."""
+        parts = set(batch.next_offsets)
+        try:
+            outcome = await self._processor.run(batch, self.owned, self._partition_count())
         except _FENCED as exc:
             lost = set(getattr(exc, "partitions", None) or parts)
             log.warning("fenced on partitions %s (claimed by another worker); dropping them", sorted(lost))
@@ -293,8 +361,7 @@ class Worker(PartitionOwnership):
         self.batches += 1
         log.debug("batch %s", outcome)
         self.last_batch = outcome
-        for r in records:
-            self._to_commit[r.partition] = r.offset + 1
+        self._to_commit.update(batch.next_offsets)
         await self._send_outbox(self.owned)
         return True
 
@@ -344,26 +411,53 @@ class Worker(PartitionOwnership):
                 await asyncio.sleep(self.options.retry_backoff_seconds)
 
     async def _housekeeping(self) -> None:
-        """Every tick: time-relative re-checks, outbox poll, LISTEN reconnect, lag and backlog."""
+        """Ticks (time-relative re-checks, then the outbox poll) just after the next instant a
+        membership can flip, re-planned after batches, at once for newly owned partitions, and at
+        least every ``tick_seconds`` (``ticker.TickSchedule``); every ``tick_seconds`` the LISTEN
+        reconnect, lag and backlog."""
         assert self._pool is not None and self._listener is not None
+        loop = asyncio.get_running_loop()
+        period = self.settings.tick_seconds
+        plan = TickSchedule(period, loop.time())
+        observe_due = loop.time() + period
+        ticked: set[int] = set()  # the partitions the last tick covered (and planned for)
+        batches = self.batches
         while not self._stopping.is_set():
+            # Wake at least every floor: batches may have written values that flip sooner.
+            wake = min(plan.due, observe_due, loop.time() + plan.floor)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._tick_wanted.wait(), self.settings.tick_seconds)
+                await asyncio.wait_for(self._tick_wanted.wait(), max(0.0, wake - loop.time()))
+            forced = self._tick_wanted.is_set()
             self._tick_wanted.clear()
-            async with self._lock:
-                ready = {p: e for p, e in self.owned.items() if p not in self._unready}
-                if ready:
-                    try:
-                        done = await self._ticker.tick(ready)
-                        self._records.evict(done.changed)
-                    except _FENCED as exc:
-                        lost = set(getattr(exc, "partitions", None) or ready)
-                        log.warning("ticker fenced on partitions %s; dropping them", sorted(lost))
-                        self.metrics.fenced.inc()
-                        self._lose(lost)
-                    await self._send_outbox(self.owned)
-            await self._listener.connect()
-            await self._observe()
+            now = loop.time()
+            fresh = {p for p in self.owned if p not in self._unready} - ticked
+            if forced or now >= plan.due or (fresh and now >= plan.not_before):
+                next_flip = None
+                async with self._lock:
+                    ready = {p: e for p, e in self.owned.items() if p not in self._unready}
+                    if ready:
+                        try:
+                            done = await self._ticker.tick(ready, plan_ahead=period)
+                            self._records.evict(done.changed)
+                            next_flip = done.next_flip
+                        except _FENCED as exc:
+                            lost = set(getattr(exc, "partitions", None) or ready)
+                            log.warning("ticker fenced on partitions %s; dropping them", sorted(lost))
+                            self.metrics.fenced.inc()
+                            self._lose(lost)
+                        await self._send_outbox(self.owned)
+                ticked, batches = set(ready), self.batches
+                plan.ticked(loop.time())
+                plan.flip_at(next_flip, self.clock.now(), loop.time())
+            elif self.batches != batches and ticked:
+                batches = self.batches
+                mine = sorted(ticked & self.owned.keys())
+                wall, now = self.clock.now(), loop.time()
+                plan.flip_at(await self._ticker.next_boundary(mine, plan.until(wall, now)), wall, now)
+            if loop.time() >= observe_due:
+                observe_due = loop.time() + period
+                await self._listener.connect()
+                await self._observe()
 
     async def _outbox_loop(self) -> None:
         """Send other writers' commits (API calls) as soon as they are notified."""
@@ -392,6 +486,9 @@ async def run_until_signalled(
 
     from .metrics import serve
 
+    # The record cache holds many small long-lived objects: with the default thresholds the cyclic
+    # GC rescans them constantly (about two thirds of the time spent loading records, measured).
+    gc.set_threshold(50_000, 20, 10)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -6,6 +6,9 @@ ranges on the field's value, so candidates are found with index range scans, or,
 as the set of month/days concerned. Calendar operators flip only when a local midnight, week or
 month boundary lies between ``t0`` and ``t1``; ``in_last_days`` and friends on datetime fields move
 continuously.
+
+The same logic run forward schedules the ticker: ``flip_offsets`` says where each stored value of a
+continuously moving condition flips (``v + o``), ``next_day_flip`` when a calendar-driven one can.
 """
 
 from __future__ import annotations
@@ -186,6 +189,54 @@ def _datetime_ranges(
         "in_next_days": [(t0, t1), (t0 + days, t1 + days + _US)],
     }[op]
     return _ranges(pairs)
+
+
+def flip_offsets(cond: Condition) -> tuple[timedelta, ...]:
+    """Where a value ``v`` of ``cond``'s field can change truth, as offsets ``o``: only at ``v + o``
+    or 1 µs after it (the ticker's next boundary is ``min(v + o)`` over the stored values).
+
+    Only ``in_last_days``/``older_than_days``/``in_next_days`` on datetime fields move with each
+    value; every other time-relative condition flips only when the local day changes
+    (``next_day_flip``), and conditions time cannot change give ``()``.
+    """
+    if not is_time_relative(cond) or cond.field.type is not FieldType.DATETIME:
+        return ()
+    n = cond.value
+    if cond.op not in ("in_last_days", "older_than_days", "in_next_days"):
+        return ()
+    assert isinstance(n, int)
+    days = timedelta(days=n)
+    # Mirrors _datetime_ranges: a range [t0 + s, t1 + s) of values holds the flips at v - s.
+    return {
+        "in_last_days": (timedelta(0), days),  # enters at v, leaves 1 µs after v + N
+        "older_than_days": (days,),
+        "in_next_days": (-days, timedelta(0)),  # enters at v - N, leaves 1 µs after v
+    }[cond.op]
+
+
+# A flip driven by the calendar needs at most this many local days to come (a month and a bit);
+# past it the answer is a conservative "this day start" (ticking early is harmless).
+_MAX_DAYS_AHEAD = 40
+
+
+def next_day_flip(cond: Condition, after: datetime, until: datetime, tz: ZoneInfo) -> datetime | None:
+    """The first local day start in ``(after, until]`` at which ``cond`` can flip, or None.
+
+    For the time-relative conditions ``flip_offsets`` leaves out: their truth depends on "now"
+    only through the local calendar day (today, its week, its month), so they flip only when it
+    changes, and only where ``flip_windows`` opens.
+    """
+    if not is_time_relative(cond) or flip_offsets(cond):
+        return None
+    ctx = TimeContext(after, tz)
+    start = after
+    for i in range(1, _MAX_DAYS_AHEAD + 1):
+        start = ctx.day_start(ctx.today + timedelta(days=i))
+        if start > until:
+            return None
+        if not flip_windows(cond, after, start, tz).empty:
+            return start
+    return start
 
 
 # The name DESIGN.md uses.
