@@ -263,3 +263,24 @@ async def test_bench_smoke(
         await admin.close()
     assert left == 0
     assert elapsed < 60, r.phase_seconds  # the smoke run stays small (target: under 30 s)
+
+
+async def test_bench_skip_leaves_phases_out(
+    pg_server_dsn: str, redis_url: str, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    from segment_worker.bench.results import SKIPPABLE
+
+    options = BenchOptions(
+        spec=WorkloadSpec(customers=100, segments=10, events=300, seed=3), partitions=2, scale_workers=1,
+        faust=False, worker_args=("--session-timeout-ms", "2000"), skip=SKIPPABLE,
+        profile_output=tmp_path / "profile.txt",
+    )
+    r = await run_bench(options, Ui(), "segment-worker bench (test)",
+                        Servers.given(pg_server_dsn, redis_url, kafka_bootstrap))
+    assert [t.workers for t in r.throughput] == [1] and r.throughput[0].events == 300
+    assert r.latency == [] and r.rule_change is None and r.ticks is None and r.audience is None
+    assert [b.name for b in r.baselines] == ["faust"]  # skipped, and said so
+    console = Console(file=io.StringIO(), width=140)
+    console.print(results_table(r))
+    console.print(targets_table(r))
+    assert "not measured" in console.file.getvalue()  # type: ignore[attr-defined]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from .results import SKIPPABLE
 from .workload import WorkloadSpec
 
 
@@ -39,9 +40,11 @@ from .workload import WorkloadSpec
               show_default=True, help="Throughput and latency chart (PNG; needs the bench extra).")
 @click.option("--keep", is_flag=True,
               help="Keep the bench's databases on a given PostgreSQL server (embedded servers always stop).")
+@click.option("--skip", "skip", multiple=True, type=click.Choice(sorted(SKIPPABLE)),
+              help="Leave a phase out (repeatable), e.g. the 485 s full recompute at 1M customers.")
 def bench(customers: int, segments: int, events: int, rate: float, latency_seconds: float, scale_workers: int,
           partitions: int, tick_seconds: float, seed: int, no_faust: bool, profile: bool, output: Path,
-          chart: Path, keep: bool) -> None:
+          chart: Path, keep: bool, skip: tuple[str, ...]) -> None:
     """Benchmark the worker against its baselines on the embedded stack (or on the servers named by
     SEGMENT_WORKER_KAFKA_BOOTSTRAP / _DATABASE_URL / _REDIS_URL, in databases of its own): end-to-end
     throughput with one and several workers, latency at a fixed rate, rule changes, time ticks,
@@ -63,7 +66,7 @@ def bench(customers: int, segments: int, events: int, rate: float, latency_secon
         spec=WorkloadSpec(customers=customers, segments=segments, events=events, seed=seed),
         rate=rate, latency_seconds=latency_seconds, partitions=partitions, tick_seconds=tick_seconds,
         scale_workers=scale_workers, faust=not no_faust, profile=profile, output=output, chart=chart,
-        profile_output=output.with_name("bench-profile.txt"), keep=keep,
+        profile_output=output.with_name("bench-profile.txt"), keep=keep, skip=frozenset(skip),
     )
     console = Console()
     command = "segment-worker " + " ".join(shlex.quote(a) for a in sys.argv[1:])

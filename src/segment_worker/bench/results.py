@@ -10,6 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MB = 1024 * 1024
+# Phases ``bench --skip`` can leave out (the one-worker throughput run is always measured).
+SKIPPABLE = frozenset(("latency", "rule-change", "ticks", "audience", "kafka-baseline", "upsert-baseline",
+                       "recompute-baseline"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,6 +62,7 @@ class BenchOptions:
     profile_output: Path = Path("bench-profile.txt")
     keep: bool = False
     worker_args: tuple[str, ...] = ()  # extra ``segment-worker run`` options (tests: faster group joins)
+    skip: frozenset[str] = frozenset()  # of results.SKIPPABLE
 
 
 class Ui:
@@ -123,7 +124,8 @@ async def run_bench(options: BenchOptions, ui: Ui, command: str, servers: Server
     """Run every phase; answers the results (the caller writes them). ``servers``: run on these
     instead of the environment's or embedded ones (they are not stopped)."""
     spec = options.spec
-    opts = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items() if k != "spec"}
+    opts = {k: (str(v) if isinstance(v, Path) else sorted(v) if isinstance(v, frozenset) else v)
+            for k, v in asdict(options).items() if k != "spec"}
     results = Results(machine=machine(), command=command, options={**asdict(spec), **opts})
     ui = _Timed(ui, results)
     run_id = uuid.uuid4().hex[:8]
@@ -150,27 +152,19 @@ async def run_bench(options: BenchOptions, ui: Ui, command: str, servers: Server
             one = await phases.throughput(s, events, ui.phase("1 worker: throughput"))
             results.throughput.append(one)
             ui.updated(results)
-            ui.phase(f"1 worker: latency at {options.rate:,.0f}/s")
-            results.latency.append(await phases.latency(
-                s, spec, rate=options.rate, seconds=options.latency_seconds,
-                saturated=options.rate >= 0.9 * one.events_per_second))
-            ui.updated(results)
-            if options.rate >= 0.8 * one.events_per_second:
-                # The requested rate saturates one worker (its latency is queueing): also measure
-                # below saturation, at half the throughput just measured.
-                rate = max(1.0, round(one.events_per_second / 2, -1))
-                ui.phase(f"1 worker: latency at {rate:,.0f}/s (sub-saturation)")
-                results.latency.append(await phases.latency(
-                    s, spec, rate=rate, seconds=options.latency_seconds, kind="sub-saturation"))
+            if "latency" not in options.skip:
+                await _latency(s, options, one, results, ui)
+            if "rule-change" not in options.skip:
+                ui.phase("1 worker: rule changes")
+                results.rule_change = await phases.rule_change(s, seed)
                 ui.updated(results)
-            ui.phase("1 worker: rule changes")
-            results.rule_change = await phases.rule_change(s, seed)
-            ui.updated(results)
-            ui.phase("1 worker: time ticks")
-            results.ticks = await phases.ticks(s, seed, flips=options.flips, lead=options.flip_lead)
-            ui.updated(results)
-            ui.phase("1 worker: audience")
-            results.audience = await phases.audience(s, seed)
+            if "ticks" not in options.skip:
+                ui.phase("1 worker: time ticks")
+                results.ticks = await phases.ticks(s, seed, flips=options.flips, lead=options.flip_lead)
+                ui.updated(results)
+            if "audience" not in options.skip:
+                ui.phase("1 worker: audience")
+                results.audience = await phases.audience(s, seed)
         _rss(results, s)
         ui.updated(results)
 
@@ -199,6 +193,24 @@ async def run_bench(options: BenchOptions, ui: Ui, command: str, servers: Server
             if owned:
                 await servers.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+async def _latency(s: Session, options: BenchOptions, one: ThroughputResult, results: Results,
+                   ui: Ui) -> None:
+    spec = options.spec
+    ui.phase(f"1 worker: latency at {options.rate:,.0f}/s")
+    results.latency.append(await phases.latency(
+        s, spec, rate=options.rate, seconds=options.latency_seconds,
+        saturated=options.rate >= 0.9 * one.events_per_second))
+    ui.updated(results)
+    if options.rate >= 0.8 * one.events_per_second:
+        # The requested rate saturates one worker (its latency is queueing): also measure
+        # below saturation, at half the throughput just measured.
+        rate = max(1.0, round(one.events_per_second / 2, -1))
+        ui.phase(f"1 worker: latency at {rate:,.0f}/s (sub-saturation)")
+        results.latency.append(await phases.latency(
+            s, spec, rate=rate, seconds=options.latency_seconds, kind="sub-saturation"))
+        ui.updated(results)
 
 
 async def _seed(servers: Servers, options: BenchOptions, ws: str, run_id: str,
@@ -249,35 +261,40 @@ def _rss(results: Results, s: Session) -> None:
 async def _baselines(servers: Servers, options: BenchOptions, results: Results, events: EventFile,
                      db_a: str, ws: str, work: Path, ui: Ui) -> None:
     spec = options.spec
-    done = ui.phase("baselines: producing the stream again", events.count)
-    bootstrap = await servers.fresh_kafka()
-    topic = f"{ws}-baseline-events"
-    settings = Settings(kafka_bootstrap=bootstrap, topic_events=topic, topic_membership=f"{topic}-out",
-                        topic_dlq=f"{topic}-dlq", input_partitions=options.partitions)
-    await ensure_topics(bootstrap, settings)
-    async with producer(bootstrap, client_id="bench-baseline") as prod:
-        await produce_all(prod, topic, events.records(), lambda n: done(n, events.count))
-    ui.phase("baseline: raw Kafka consume")
-    consumed = await baselines.kafka_consume(bootstrap, topic, options.partitions, events.count)
-    results.baselines.append(consumed)
-    ui.updated(results)
+    skip = options.skip
     document = rules_document(spec)
-    if options.faust:
-        ui.phase("baseline: faust agent")
-        results.baselines.append(await baselines.faust(bootstrap, topic, options.partitions, events.count,
-                                                       document, work / "faust"))
-    else:
+    if options.faust or "kafka-baseline" not in skip:
+        done = ui.phase("baselines: producing the stream again", events.count)
+        bootstrap = await servers.fresh_kafka()
+        topic = f"{ws}-baseline-events"
+        settings = Settings(kafka_bootstrap=bootstrap, topic_events=topic, topic_membership=f"{topic}-out",
+                            topic_dlq=f"{topic}-dlq", input_partitions=options.partitions)
+        await ensure_topics(bootstrap, settings)
+        async with producer(bootstrap, client_id="bench-baseline") as prod:
+            await produce_all(prod, topic, events.records(), lambda n: done(n, events.count))
+        if "kafka-baseline" not in skip:
+            ui.phase("baseline: raw Kafka consume")
+            results.baselines.append(await baselines.kafka_consume(bootstrap, topic, options.partitions,
+                                                                   events.count))
+            ui.updated(results)
+        if options.faust:
+            ui.phase("baseline: faust agent")
+            results.baselines.append(await baselines.faust(bootstrap, topic, options.partitions, events.count,
+                                                           document, work / "faust"))
+    if not options.faust:
         results.baselines.append(Baseline("faust", "faust-streaming agent", skipped="skipped: --no-faust"))
     ui.updated(results)
     pool = await pg.create_pool(db_a, min_size=1, max_size=2)
     try:
-        ui.phase("baseline: batched PostgreSQL upsert")
-        results.baselines.append(await baselines.pg_upsert(pool, ws, events, batch=2000,
-                                                           limit=min(options.upsert_events, events.count)))
-        ui.updated(results)
-        ui.phase("baseline: full SQL recompute")
-        results.baselines.append(await baselines.batch_recompute(pool, ws, document))
-        ui.updated(results)
+        if "upsert-baseline" not in skip:
+            ui.phase("baseline: batched PostgreSQL upsert")
+            limit = min(options.upsert_events, events.count)
+            results.baselines.append(await baselines.pg_upsert(pool, ws, events, batch=2000, limit=limit))
+            ui.updated(results)
+        if "recompute-baseline" not in skip:
+            ui.phase("baseline: full SQL recompute")
+            results.baselines.append(await baselines.batch_recompute(pool, ws, document))
+            ui.updated(results)
     finally:
         await pool.close()
 
