@@ -80,6 +80,6 @@ def bench(customers: int, segments: int, events: int, rate: float, latency_secon
     if drawn:
         console.print(f"chart: {chart}")
     elif not chart_available():
-        console.print("chart: skipped (install .[bench] for matplotlib)")
+        console.print("chart: skipped (install .[bench] for matplotlib)", markup=False)
     if results.profile and "tree" in results.profile:
         console.print(f"profile: {results.profile['tree']}")

@@ -8,6 +8,7 @@ from types import TracebackType
 
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -35,7 +36,7 @@ def _lat(s: Summary) -> str:
 
 def _baseline(b: Baseline) -> tuple[str, str, str]:
     if b.skipped:
-        return f"baseline: {b.name}", b.skipped, b.what
+        return f"baseline: {b.name}", escape(b.skipped), b.what
     value = f"{b.per_second:,.0f} {b.unit}"
     if b.name == "batch-sql":
         return (f"baseline: {b.name}", f"{b.seconds:,.1f} s per full refresh",
@@ -91,7 +92,7 @@ def results_table(r: Results) -> Table:
     for b in r.baselines:
         t.add_row(*_baseline(b))
     if r.profile and "skipped" in r.profile:
-        t.add_row("profile (1 worker)", r.profile["skipped"], "")
+        t.add_row("profile (1 worker)", escape(r.profile["skipped"]), "")
     elif r.profile:
         top = ", ".join(f"{n} {share:.0%}" for n, _, share in r.profile.get("by_package", [])[:4])
         t.add_row("profile (1 worker)", f"{r.profile['events_per_second']:,.0f} events/s profiled", top)
