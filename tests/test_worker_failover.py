@@ -87,6 +87,12 @@ async def test_a_worker_killed_mid_stream_loses_nothing(
                 await asyncio.sleep(0.2)
         assert 'segment_worker_consumer_lag{partition="' in metrics
         assert "segment_worker_events_processed_total" in metrics
+        # Its probes (the k8s manifests point at them): a running worker is live and ready.
+        async with httpx.AsyncClient() as client:
+            ready = await client.get(f"http://127.0.0.1:{port}/readyz")
+            assert ready.status_code == 200 and ready.json()["detail"].endswith("partitions owned")
+            health = await client.get(f"http://127.0.0.1:{port}/healthz")
+            assert health.json() == {"status": "ok", "detail": "ok"}
         assert procs[1].terminate() == 0, procs[1].log_text()
         assert procs[2].terminate() == 0, procs[2].log_text()
         for p in procs[1:]:

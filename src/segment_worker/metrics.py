@@ -1,4 +1,4 @@
-"""Prometheus metrics of the worker (``segment-worker run --metrics-port``).
+"""Prometheus metrics of the worker and its probes (``segment-worker run --metrics-port``).
 
 Each ``WorkerMetrics`` registers into the registry it is given, so several workers can live in
 one test process (each with its own ``CollectorRegistry``); the CLI uses the default registry.
@@ -6,7 +6,14 @@ one test process (each with its own ``CollectorRegistry``); the CLI uses the def
 
 from __future__ import annotations
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+import json
+import threading
+from collections.abc import Callable
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
 _BATCH_SIZES = (1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000)
 _DURATIONS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -93,6 +100,53 @@ class WorkerMetrics:
                 pass
 
 
-def serve(port: int, registry: CollectorRegistry | None = None) -> None:
-    """Expose ``registry`` (default: the process registry) on ``http://0.0.0.0:<port>/metrics``."""
-    start_http_server(port, registry=REGISTRY if registry is None else registry)
+# (ok, detail) of a liveness or readiness check; called from the server's thread.
+Check = Callable[[], tuple[bool, str]]
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Probes every few seconds would flood the log."""
+
+
+def health_app(
+    registry: CollectorRegistry, *, health: Check | None = None, ready: Check | None = None
+) -> Any:
+    """A WSGI app: ``/metrics`` (Prometheus), ``/healthz`` and ``/readyz`` (200 or 503 with a JSON
+    ``{"status", "detail"}``); anything else is 404."""
+    metrics_app = make_wsgi_app(registry)
+    checks = {"/healthz": health, "/readyz": ready}
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        path = environ.get("PATH_INFO") or "/"
+        if path in checks:
+            check = checks[path]
+            ok, detail = check() if check is not None else (True, "ok")
+            body = json.dumps({"status": "ok" if ok else "unavailable", "detail": detail}).encode()
+            status = "200 OK" if ok else "503 Service Unavailable"
+            start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+            return [body]
+        if path == "/metrics":
+            return metrics_app(environ, start_response)
+        start_response("404 Not Found", [("Content-Type", "text/plain")])
+        return [b"not found: try /metrics, /healthz or /readyz\n"]
+
+    return app
+
+
+def serve(
+    port: int,
+    registry: CollectorRegistry | None = None,
+    *,
+    health: Check | None = None,
+    ready: Check | None = None,
+) -> None:
+    """Serve ``/metrics``, ``/healthz`` and ``/readyz`` on ``0.0.0.0:<port>`` from a daemon thread
+    (so a probe still answers, and can say so, when the event loop is stuck)."""
+    app = health_app(REGISTRY if registry is None else registry, health=health, ready=ready)
+    httpd = make_server("0.0.0.0", port, app, _Server, _QuietHandler)
+    threading.Thread(target=httpd.serve_forever, name="metrics-http", daemon=True).start()

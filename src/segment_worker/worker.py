@@ -28,6 +28,7 @@ import gc
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -74,6 +75,8 @@ class WorkerOptions:
     pool_max_size: int = 4
     retry_backoff_seconds: float = 1.0
     commit_timeout_seconds: float = 5.0
+    # /healthz fails when the batch loop has not come round for this long (a hung store call).
+    stall_seconds: float = 120.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +122,8 @@ class Worker(PartitionOwnership):
         self._tasks: list[asyncio.Task[None]] = []
         self._commit_task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
+        self._started = False
+        self._loop_at = time.monotonic()  # when the batch loop last came round (liveness)
         self._pool: asyncpg.Pool | None = None
         self._redis: Redis | None = None
         self._producer: Any = None
@@ -255,6 +260,21 @@ class Worker(PartitionOwnership):
         self.owned.clear()
         self.metrics.owned_partitions.set(0)
 
+    def liveness(self) -> tuple[bool, str]:
+        """``/healthz``: the batch loop keeps coming round (safe to call from another thread)."""
+        stalled = time.monotonic() - self._loop_at
+        if stalled > self.options.stall_seconds:
+            return False, f"batch loop stalled for {stalled:.0f} s"
+        return True, "ok"
+
+    def readiness(self) -> tuple[bool, str]:
+        """``/readyz``: started (stores reached, group joined) and not stopping."""
+        if self._stopping.is_set():
+            return False, "stopping"
+        if not self._started:
+            return False, "starting: connecting to Kafka, PostgreSQL and Redis"
+        return True, f"{len(self.owned)} partitions owned"
+
     def tick_now(self) -> None:
         """Run the ticker at once instead of waiting for the next period (tests, operators)."""
         self._tick_wanted.set()
@@ -264,7 +284,9 @@ class Worker(PartitionOwnership):
     async def _loop(self) -> None:
         ahead: asyncio.Task[_Fetched] | None = None
         try:
+            self._started = True
             while not self._stopping.is_set():
+                self._loop_at = time.monotonic()
                 if self._unready:
                     await self._recover()
                 fetched = await (ahead if ahead is not None else self._fetch())
@@ -494,8 +516,8 @@ async def run_until_signalled(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     metrics = WorkerMetrics()
-    if metrics_port is not None:
-        serve(metrics_port, metrics.registry)
     worker = Worker(settings, options=options, metrics=metrics)
+    if metrics_port is not None:
+        serve(metrics_port, metrics.registry, health=worker.liveness, ready=worker.readiness)
     await worker.run(stop)
     log.info("worker %s stopped", worker.owner)
