@@ -62,6 +62,9 @@ class PartitionOwnership:
     _redis: Redis | None
     _records: RecordCache
     _outbox: OutboxSender
+    # Partition → times rewound or positioned: records fetched before a move are stale
+    # (``fetching.usable``). Set by ``__init__`` of the worker.
+    _moves: dict[int, int]
 
     def tick_now(self) -> None:
         raise NotImplementedError
@@ -71,6 +74,8 @@ class PartitionOwnership:
 
     def _rewind(self, partitions: set[int]) -> None:
         """Re-read ``partitions`` from their stored offsets before consuming them again."""
+        for p in partitions:
+            self._moves[p] = self._moves.get(p, 0) + 1
         if partitions:
             self._unready |= partitions
             with contextlib.suppress(Exception):
@@ -108,6 +113,10 @@ class PartitionOwnership:
     async def _position(self, parts: set[int]) -> None:
         """Apply pending Redis ops, seek to the stored offsets, send the unsent outbox, resume."""
         assert self._pool is not None and self._redis is not None
+        # Counted before the seek: the partitions are paused until it is done, so no fetch can
+        # answer records of theirs between this count and the seek.
+        for p in parts:
+            self._moves[p] = self._moves.get(p, 0) + 1
         s = self.settings
         await replay_redis_ops(self._pool, self._redis, sorted(parts))
         async with self._pool.acquire() as conn:

@@ -13,7 +13,7 @@ to finish, then the partitions' caches are dropped.
 
 Pipelining: after a full batch (a backlog) the next ``getmany`` and its parsing run in a task while
 the batch holds the lock and waits on PostgreSQL; the batch never awaits that task. Its records are
-used only for partitions still ready and not rewound or re-positioned since it answered (``_usable``).
+used only for partitions still ready and not rewound or re-positioned since it answered (``fetching``).
 
 Around it: ``ownership`` (rebalance callbacks, claiming, positioning), ``positions`` (seeking,
 lag), ``batch`` (one batch's unit of work, the record cache), ``deadletter``, ``outbox`` (sending,
@@ -39,12 +39,13 @@ from aiokafka.errors import KafkaError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from .batch import BatchOutcome, BatchProcessor, Sorted, sort_records
+from .batch import BatchOutcome, BatchProcessor, Sorted
 from .catalog_cache import CatalogCache
 from .clock import Clock, SystemClock
 from .config import Settings
 from .errors import FencedError as SwFencedError
 from .errors import StoreUnavailable
+from .fetching import Fetched, fetch, usable
 from .kafka import create_consumer, create_producer, ensure_topics, kafka_errors
 from .metrics import WorkerMetrics
 from .outbox import OutboxListener, OutboxSender, backlog
@@ -79,16 +80,6 @@ class WorkerOptions:
     stall_seconds: float = 120.0
 
 
-@dataclass(frozen=True, slots=True)
-class _Fetched:
-    """One ``getmany``'s records, parsed per input partition."""
-
-    parts: dict[int, Sorted]
-    moves: dict[int, int]  # ``Worker._moves`` when getmany answered
-    records: int
-    error: KafkaError | None
-
-
 def default_owner() -> str:
     """A name for this process in ``partitions.owner`` (host, pid, random suffix)."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -117,7 +108,7 @@ class Worker(PartitionOwnership):
         self._unready: set[int] = set()  # assigned but not (re)positioned yet: paused
         self._lock = asyncio.Lock()
         self._to_commit: dict[int, int] = {}
-        self._moves: dict[int, int] = {}  # partition → times rewound or positioned (see _usable)
+        self._moves: dict[int, int] = {}  # see PartitionOwnership._moves
         self._tick_wanted = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._commit_task: asyncio.Task[None] | None = None
@@ -282,14 +273,14 @@ class Worker(PartitionOwnership):
     # -- the batch loop --------------------------------------------------------------------------
 
     async def _loop(self) -> None:
-        ahead: asyncio.Task[_Fetched] | None = None
+        ahead: asyncio.Task[Fetched] | None = None
         try:
             self._started = True
             while not self._stopping.is_set():
                 self._loop_at = time.monotonic()
                 if self._unready:
                     await self._recover()
-                fetched = await (ahead if ahead is not None else self._fetch())
+                fetched = await (ahead if ahead is not None else self._fetch_parsed())
                 ahead = None
                 if fetched.error is not None:
                     log.warning("fetch failed: %s", fetched.error)
@@ -303,10 +294,10 @@ class Worker(PartitionOwnership):
                 if fetched.records >= self.options.max_records:
                     # A backlog: fetch and parse the next batch while this one waits on PostgreSQL.
                     # Below it, fetching after the batch picks up more records at lower latency.
-                    ahead = asyncio.create_task(self._fetch())
+                    ahead = asyncio.create_task(self._fetch_parsed())
                     self.fetched_ahead += 1
                 async with self._lock:
-                    batch = self._usable(fetched)
+                    batch = usable(fetched, {p for p in self.owned if p not in self._unready}, self._moves)
                     ok = await self._batch(batch) if batch.records else True
                 if not ok:
                     await asyncio.sleep(self.options.retry_backoff_seconds)
@@ -317,49 +308,11 @@ class Worker(PartitionOwnership):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await ahead
 
-    async def _fetch(self) -> _Fetched:
-        """``getmany`` (never under the lock), then parse each partition's records (pure)."""
-        try:
-            data = await self._consumer.getmany(
-                timeout_ms=self.options.poll_timeout_ms, max_records=self.options.max_records
-            )
-        except KafkaError as exc:
-            return _Fetched({}, {}, 0, exc)
-        # aiokafka returns only records consistent with seeks and pauses made before getmany
-        # answered; the positions moved after this instant are told apart by ``_usable``.
-        moves = dict(self._moves)
-        topic, count = self.settings.topic_events, self._partition_count()
-        parts: dict[int, Sorted] = {}
-        total = 0
-        for tp, rs in data.items():
-            if tp.topic == topic and rs:
-                parts[tp.partition] = sort_records(rs, count)
-                total += len(rs)
-                await asyncio.sleep(0)  # let a batch in flight proceed between partitions
-        return _Fetched(parts, moves, total, None)
-
-    def _usable(self, fetched: _Fetched) -> Sorted:
-        """The records of ``fetched`` still to apply (call under the lock): the group may have moved
-        partitions, and a partition positioned since the fetch (rewound and re-sought) was fetched
-        from before its seek — the seek already set where it is read again."""
-        ours = {p for p in self.owned if p not in self._unready}
-        return Sorted.merge(
-            s
-            for p, s in fetched.parts.items()
-            if p in ours and self._moves.get(p, 0) == fetched.moves.get(p, 0)
-        )
-
-    def _rewind(self, partitions: set[int]) -> None:
-        for p in partitions:
-            self._moves[p] = self._moves.get(p, 0) + 1
-        super()._rewind(partitions)
-
-    async def _position(self, parts: set[int]) -> None:
-        # Counted before the seek: the partitions are paused until it is done, so no fetch can
-        # answer records of theirs between this count and the seek.
-        for p in parts:
-            self._moves[p] = self._moves.get(p, 0) + 1
-        await super()._position(parts)
+    async def _fetch_parsed(self) -> Fetched:
+        """``getmany`` (never under the lock), then parse its records."""
+        o = self.options
+        return await fetch(self._consumer, self.settings.topic_events, self._partition_count(), self._moves,
+                           timeout_ms=o.poll_timeout_ms, max_records=o.max_records)
 
     async def _batch(self, batch: Sorted) -> bool:
         """Process one batch; on failure rewind its partitions (answers False: back off)."""
