@@ -122,27 +122,38 @@ def transition_key(t: Transition) -> bytes:
     return f"{t.workspace_id}:{t.customer_id}".encode()
 
 
-def render_transition(t: Transition) -> bytes:
-    """The structured-mode CloudEvent JSON of a transition (``segment.entered``/``exited``)."""
-    seg = str(t.segment_id)
+def _transition_event(
+    event_id: str, kind: str, time: str, workspace_id: str, segment_text: str, segment_name: str,
+    customer_id: str, cause: dict[str, Any], seq: int,
+) -> bytes:
+    """The structured-mode CloudEvent JSON of an enter/exit, its id and time already rendered."""
     return orjson.dumps(
         {
             "specversion": "1.0",
-            "id": transition_id(t.workspace_id, seg, t.customer_id, t.seq),
+            "id": event_id,
             "source": SOURCE,
-            "type": "segment." + t.kind,
-            "time": format_ms(t.at),
-            "subject": t.customer_id,
+            "type": "segment." + kind,
+            "time": time,
+            "subject": customer_id,
             "datacontenttype": "application/json",
             "data": {
-                "workspace_id": t.workspace_id,
-                "segment_id": seg,
-                "segment_name": t.segment_name,
-                "customer_id": t.customer_id,
-                "cause": t.cause,
-                "seq": t.seq,
+                "workspace_id": workspace_id,
+                "segment_id": segment_text,
+                "segment_name": segment_name,
+                "customer_id": customer_id,
+                "cause": cause,
+                "seq": seq,
             },
         }
+    )
+
+
+def render_transition(t: Transition) -> bytes:
+    """The structured-mode CloudEvent JSON of a transition (``segment.entered``/``exited``)."""
+    seg = str(t.segment_id)
+    return _transition_event(
+        transition_id(t.workspace_id, seg, t.customer_id, t.seq), t.kind, format_ms(t.at), t.workspace_id,
+        seg, t.segment_name, t.customer_id, t.cause, t.seq,
     )
 
 
@@ -186,24 +197,9 @@ class TransitionRenderer:
         seg_text, prefix = seg
         h = prefix.copy()
         h.update(f"{customer_id}:{seq}".encode())
-        return orjson.dumps(
-            {
-                "specversion": "1.0",
-                "id": _uuid5_text(h.hexdigest()),
-                "source": SOURCE,
-                "type": "segment." + kind,
-                "time": time,
-                "subject": customer_id,
-                "datacontenttype": "application/json",
-                "data": {
-                    "workspace_id": workspace_id,
-                    "segment_id": seg_text,
-                    "segment_name": segment_name,
-                    "customer_id": customer_id,
-                    "cause": cause,
-                    "seq": seq,
-                },
-            }
+        return _transition_event(
+            _uuid5_text(h.hexdigest()), kind, time, workspace_id, seg_text, segment_name, customer_id, cause,
+            seq,
         )
 
 
