@@ -109,14 +109,20 @@ def schemas(args: tuple[str, ...]) -> None:
               help="Records per batch at most.")
 @click.option("--session-timeout-ms", type=click.IntRange(1000), default=10_000, show_default=True,
               help="Consumer group session timeout: how soon a dead worker's partitions move.")
-def run(metrics_port: int | None, max_records: int, session_timeout_ms: int) -> None:
+@click.option("--lanes", type=click.IntRange(1, 32), default=None,
+              help="Consumers in this process, each on its own partitions, so one computes while "
+                   "another waits on PostgreSQL [default: SEGMENT_WORKER_LANES or 2].")
+def run(metrics_port: int | None, max_records: int, session_timeout_ms: int, lanes: int | None) -> None:
     """Run the consumer worker until SIGINT/SIGTERM (run several for scale-out)."""
-    from .worker import WorkerOptions, run_until_signalled
+    from .lanes import run_until_signalled
+    from .worker import WorkerOptions
 
     settings = load_settings()
     if not settings.database_url or not settings.redis_url:
         raise ConfigError("SEGMENT_WORKER_DATABASE_URL and SEGMENT_WORKER_REDIS_URL must be set to run "
                           "the worker")
+    if lanes is not None:
+        settings = settings.model_copy(update={"lanes": lanes})
     options = WorkerOptions(max_records=max_records, session_timeout_ms=session_timeout_ms,
                             heartbeat_interval_ms=max(300, session_timeout_ms // 4))
     run_async(run_until_signalled(settings, options=options, metrics_port=metrics_port))

@@ -90,6 +90,19 @@ class WorkerMetrics:
             ["stage"],
             registry=reg,
         )
+        # Per lane (``worker.run_lanes``): several consumers of one process share these metrics.
+        self._owned: dict[str, int] = {}
+        self._backlog: dict[str, int] = {}
+
+    def set_owned(self, owner: str, count: int) -> None:
+        """Report one lane's owned partitions; the gauge is the process's total."""
+        self._owned[owner] = count
+        self.owned_partitions.set(sum(self._owned.values()))
+
+    def set_backlog(self, owner: str, rows: int) -> None:
+        """Report one lane's unsent outbox rows; the gauge is the process's total."""
+        self._backlog[owner] = rows
+        self.outbox_backlog.set(sum(self._backlog.values()))
 
     def forget_lag(self, partitions: set[int] | frozenset[int]) -> None:
         """Drop the lag series of partitions this worker no longer owns."""

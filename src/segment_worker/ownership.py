@@ -89,7 +89,7 @@ class PartitionOwnership:
         self._unready -= partitions
         self._records.drop(partitions)
         self.metrics.forget_lag(partitions)
-        self.metrics.owned_partitions.set(len(self.owned))
+        self.metrics.set_owned(self.owner, len(self.owned))
         with contextlib.suppress(Exception):
             self._consumer.pause(*self._tps(partitions))
         coordinator = getattr(self._consumer, "_coordinator", None)
@@ -148,7 +148,7 @@ class PartitionOwnership:
             self._unready -= parts
             self._records.drop(parts)
             self.metrics.forget_lag(parts)
-            self.metrics.owned_partitions.set(len(self.owned))
+            self.metrics.set_owned(self.owner, len(self.owned))
             assert self._pool is not None
             with contextlib.suppress(Exception):
                 await self._outbox.flush_marks(self._pool)
@@ -172,7 +172,7 @@ class PartitionOwnership:
                 self.metrics.errors.labels("assign").inc()
                 self._lose(parts)
                 return
-            self.metrics.owned_partitions.set(len(self.owned))
+            self.metrics.set_owned(self.owner, len(self.owned))
             try:
                 await self._position(parts)
             except Exception as exc:

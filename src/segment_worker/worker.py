@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import os
 import socket
@@ -249,7 +248,7 @@ class Worker(PartitionOwnership):
                 await self._redis.aclose()
             self._redis = None
         self.owned.clear()
-        self.metrics.owned_partitions.set(0)
+        self.metrics.set_owned(self.owner, 0)
 
     def liveness(self) -> tuple[bool, str]:
         """``/healthz``: the batch loop keeps coming round (safe to call from another thread)."""
@@ -447,30 +446,7 @@ class Worker(PartitionOwnership):
         """Consumer lag per owned partition and the outbox backlog (the gauges)."""
         assert self._pool is not None
         owned = sorted(self.owned)
-        self.metrics.outbox_backlog.set(await backlog(self._pool, owned))
+        self.metrics.set_backlog(self.owner, await backlog(self._pool, owned))
         tps = [tp for tp in self._tps(owned) if tp in self._consumer.assignment()]
         for tp, lag in (await consumer_lag(self._consumer, tps)).items():
             self.metrics.consumer_lag.labels(str(tp.partition)).set(lag)
-
-
-async def run_until_signalled(
-    settings: Settings, *, options: WorkerOptions | None = None, metrics_port: int | None = None
-) -> None:
-    """``segment-worker run``: serve metrics, run a worker until SIGINT/SIGTERM, stop cleanly."""
-    import signal
-
-    from .metrics import serve
-
-    # The record cache holds many small long-lived objects: with the default thresholds the cyclic
-    # GC rescans them constantly (about two thirds of the time spent loading records, measured).
-    gc.set_threshold(50_000, 20, 10)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    metrics = WorkerMetrics()
-    worker = Worker(settings, options=options, metrics=metrics)
-    if metrics_port is not None:
-        serve(metrics_port, metrics.registry, health=worker.liveness, ready=worker.readiness)
-    await worker.run(stop)
-    log.info("worker %s stopped", worker.owner)
