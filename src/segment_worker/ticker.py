@@ -47,6 +47,10 @@ TICK_FLOOR_SECONDS = 0.25
 # … and start this long after the flip they are for: a leaving edge flips 1 µs after its boundary,
 # and the loop's timer and the wall clock may disagree by a few milliseconds.
 TICK_SLACK_SECONDS = 0.05
+# Re-planning after batches (``Ticker.next_boundary``) runs at most this often: at 1M customers
+# under write load its index probes took 300–650 ms each, and at every floor (per lane) they ate
+# most of a PostgreSQL core. A value written due sooner waits at most this much longer.
+REPLAN_SECONDS = 1.0
 # Built-in datetime columns (each with a (workspace_id, col) btree): the only ones named in SQL.
 _BUILTIN_TIME_COLUMNS = frozenset(("created_at", "last_interaction_at", "last_incoming_at"))
 

@@ -53,7 +53,7 @@ from .positions import consumer_lag
 from .record_cache import RecordCache
 from .stores import postgres as pg
 from .stores.errors import FencedError
-from .ticker import Ticker, TickSchedule
+from .ticker import REPLAN_SECONDS, Ticker, TickSchedule
 
 log = logging.getLogger(__name__)
 
@@ -401,6 +401,7 @@ class Worker(PartitionOwnership):
         observe_due = loop.time() + period
         ticked: set[int] = set()  # the partitions the last tick covered (and planned for)
         batches = self.batches
+        replan_after = loop.time()
         while not self._stopping.is_set():
             # Wake at least every floor: batches may have written values that flip sooner.
             wake = min(plan.due, observe_due, loop.time() + plan.floor)
@@ -428,8 +429,8 @@ class Worker(PartitionOwnership):
                 ticked, batches = set(ready), self.batches
                 plan.ticked(loop.time())
                 plan.flip_at(next_flip, self.clock.now(), loop.time())
-            elif self.batches != batches and ticked:
-                batches = self.batches
+            elif self.batches != batches and ticked and now >= replan_after:
+                batches, replan_after = self.batches, now + REPLAN_SECONDS
                 mine = sorted(ticked & self.owned.keys())
                 wall, now = self.clock.now(), loop.time()
                 plan.flip_at(await self._ticker.next_boundary(mine, plan.until(wall, now)), wall, now)
