@@ -7,8 +7,10 @@ its flips seconds late."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 from uuid import UUID
 
 import pytest
@@ -21,7 +23,7 @@ from segment_worker.clock import Clock, ShiftedClock, SystemClock
 from segment_worker.config import Settings
 from segment_worker.stores import postgres as pg
 from segment_worker.stores.keys import segment_key
-from segment_worker.ticker import TICK_FLOOR_SECONDS, TICK_SLACK_SECONDS, TickSchedule
+from segment_worker.ticker import REPLAN_SECONDS, TICK_FLOOR_SECONDS, TICK_SLACK_SECONDS, TickSchedule
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -172,3 +174,43 @@ async def test_flips_within_a_second_of_the_workspace_midnight(
         await redis.aclose()
     assert len(delays) == 2, delays
     assert all(0 <= d <= VISIBLE_WITHIN for d in delays.values()), delays
+
+
+async def test_batches_re_plan_at_most_once_a_second(
+    unique_settings: Settings, workspace_id: str, kafka_bootstrap: str
+) -> None:
+    """Re-planning after batches probes every time index; under a steady stream of batches it runs
+    at most once per ``REPLAN_SECONDS`` (at 1M customers each probe cost 300–650 ms)."""
+    s = unique_settings.model_copy(update={"tick_seconds": 30.0})
+    ws, clock = workspace_id, SystemClock()
+    conn = await pg.connect(s.require_database_url())
+    try:
+        active = {"field": "last_interaction_at", "op": "in_last_days", "value": 1}
+        await create_workspace(conn, ws, segments={"Active last day": active})
+        async with WorkerHarness(s, clock=clock) as h:
+            await _forced_tick(h)
+            ticker = h.worker._ticker
+            calls: list[float] = []
+            real = ticker.next_boundary
+
+            async def counted(*args: Any, **kwargs: Any) -> datetime | None:
+                calls.append(asyncio.get_running_loop().time())
+                return await real(*args, **kwargs)
+
+            ticker.next_boundary = counted  # type: ignore[method-assign]
+            batches = h.worker.batches
+            loop = asyncio.get_running_loop()
+            end = loop.time() + 3.0
+            n = 0
+            while loop.time() < end:  # a batch every ~0.1 s
+                n += 1
+                ev = event(ws, f"c{n}", "customer.interaction", {"direction": "incoming"}, clock.now())
+                await produce(kafka_bootstrap, s.topic_events, [encode(ev)])
+                await asyncio.sleep(0.1)
+            await h.wait_for(lambda: h.worker.batches >= batches + 10, 10, "too few batches")
+    finally:
+        await conn.close()
+    assert calls, "batches never re-planned"
+    gaps = [b - a for a, b in itertools.pairwise(calls)]
+    assert all(g >= REPLAN_SECONDS - 0.05 for g in gaps), gaps
+    assert len(calls) <= 3.0 / REPLAN_SECONDS + 2, calls

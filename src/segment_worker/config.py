@@ -24,7 +24,7 @@ class Settings(BaseSettings):
     audience_ttl_seconds: int = Field(default=86400, ge=1)
     # Not in the contract: a worker's memory knob (record_cache.RecordCache's byte budget).
     record_cache_mb: int = Field(default=256, ge=1)
-    # Not in the contract: consumers per ``segment-worker run`` process (``worker.run_lanes``).
+    # Not in the contract: consumers per ``segment-worker run`` process (``lanes``).
     lanes: int = Field(default=2, ge=1, le=32)
 
     def require_database_url(self) -> str:

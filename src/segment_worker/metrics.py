@@ -90,7 +90,7 @@ class WorkerMetrics:
             ["stage"],
             registry=reg,
         )
-        # Per lane (``worker.run_lanes``): several consumers of one process share these metrics.
+        # Per lane (``lanes``): several consumers of one process share these metrics.
         self._owned: dict[str, int] = {}
         self._backlog: dict[str, int] = {}
 
