@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+from collections.abc import Iterable
 from dataclasses import replace
 
 from .config import Settings
@@ -85,14 +86,19 @@ async def run_lanes(lanes: list[Worker], stop: asyncio.Event) -> None:
 
 def lanes_liveness(lanes: list[Worker]) -> tuple[bool, str]:
     """``/healthz`` of a process: every lane's batch loop keeps coming round."""
-    failed = [f"lane {i}: {detail}" for i, (ok, detail) in enumerate(w.liveness() for w in lanes) if not ok]
-    return (False, "; ".join(failed)) if failed else (True, "ok")
+    failed = _failed(w.liveness() for w in lanes)
+    return (False, failed) if failed else (True, "ok")
 
 
 def lanes_readiness(lanes: list[Worker]) -> tuple[bool, str]:
     """``/readyz`` of a process: every lane started and none stopping; the detail counts the
     partitions the process owns."""
-    failed = [f"lane {i}: {detail}" for i, (ok, detail) in enumerate(w.readiness() for w in lanes) if not ok]
+    failed = _failed(w.readiness() for w in lanes)
     if failed:
-        return False, "; ".join(failed)
+        return False, failed
     return True, f"{sum(len(w.owned) for w in lanes)} partitions owned"
+
+
+def _failed(checks: Iterable[tuple[bool, str]]) -> str:
+    """The failing lanes' details, each named by its lane ("" when every lane passes)."""
+    return "; ".join(f"lane {i}: {detail}" for i, (ok, detail) in enumerate(checks) if not ok)
