@@ -72,6 +72,28 @@ async def test_full_scan_and_candidate_diffs_agree(conn: asyncpg.Connection) -> 
     assert counts[full] == counts[by_cand] > 0
 
 
+async def test_the_counting_diff_writes_what_the_answering_one_does(conn: asyncpg.Connection) -> None:
+    ws = new_ws()
+    (p,) = new_partitions(1)
+    answered, counted = uuid.uuid4(), uuid.uuid4()
+    await pg.save_states(conn, [state(ws, f"c{i}", p, tags={"vip"} if i % 3 else set()) for i in range(30)])
+    for step in range(2):
+        await pg.save_states(conn, [state(ws, f"c{i}", p, tags={"vip"} if (i + step) % 2 else set())
+                                    for i in range(0, 30, 4)])
+        ts = await pg.diff_segment(conn, ws, answered, "A", VIP_SQL, [["vip"]], cause=CAUSE, at=T0)
+        n = await pg.diff_segment_count(conn, ws, counted, "C", VIP_SQL, [["vip"]], cause=CAUSE, at=T0)
+        assert n == len(ts) > 0
+    written = await conn.fetch(
+        "SELECT segment_id, customer_id, seq, kind FROM transitions WHERE segment_id = ANY($1::uuid[])"
+        " ORDER BY customer_id, seq", [answered, counted],
+    )
+    per_segment = {sid: [(r["customer_id"], r["seq"], r["kind"]) for r in written if r["segment_id"] == sid]
+                   for sid in (answered, counted)}
+    assert per_segment[answered] == per_segment[counted]
+    counts = await pg.segment_member_counts(conn, [answered, counted])
+    assert counts[answered] == counts[counted] > 0
+
+
 async def test_a_full_diff_reaches_redis_through_the_unit(pool: asyncpg.Pool, redis: Redis) -> None:
     ws = new_ws()
     p, q = new_partitions(2)

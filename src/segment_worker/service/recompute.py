@@ -45,11 +45,12 @@ async def recompute(
     *,
     cause: dict[str, str] = RULES_CHANGED,
     candidates_sql: str | None = None,
-) -> list[Transition]:
+) -> int:
     """Bring a dynamic segment to exactly the customers its rule matches (of those
-    ``candidates_sql`` selects, when given: a parameterless SELECT of one ``customer_id`` column)."""
+    ``candidates_sql`` selects, when given: a parameterless SELECT of one ``customer_id`` column).
+    Answers how many customers entered or exited."""
     where, params = compiled.sql_where(tctx, 1)
-    return await pg.diff_segment(
+    return await pg.diff_segment_count(
         conn,
         workspace_id,
         segment_id,

@@ -211,6 +211,38 @@ async def diff_segment(
     ]
 
 
+async def diff_segment_count(
+    conn: asyncpg.Connection,
+    workspace_id: str,
+    segment_id: UUID,
+    segment_name: str,
+    where_sql: str,
+    params: Sequence[Any],
+    *,
+    partitions: Sequence[int] | None = None,
+    candidates_sql: str | None = None,
+    cause: Mapping[str, str],
+    at: datetime,
+) -> int:
+    """``diff_segment`` answering only how many transitions it wrote: a rule change over a large
+    workspace writes ~100k of them, which its caller need not read back."""
+    count = await pg_diff.diff(
+        conn,
+        workspace_id,
+        segment_id,
+        segment_name,
+        where_sql,
+        params,
+        partitions=partitions,
+        candidates_sql=candidates_sql,
+        cause=cause,
+        at=at,
+        answer=False,
+    )
+    assert isinstance(count, int)
+    return count
+
+
 async def delete_segment_rows(
     conn: asyncpg.Connection, workspace_id: str, segment_id: UUID, *, partition: int
 ) -> int:

@@ -16,6 +16,7 @@ from .pg_customers import load_records, refresh_customer_times, save_states
 from .pg_memberships import (
     delete_segment_rows,
     diff_segment,
+    diff_segment_count,
     insert_redis_ops,
     optout_ops,
     segment_member_counts,
@@ -94,6 +95,7 @@ __all__ = [
     "delete_redis_ops",
     "delete_segment_rows",
     "diff_segment",
+    "diff_segment_count",
     "fetch_redis_ops",
     "fetch_unsent",
     "get_ticked_at",
