@@ -27,6 +27,9 @@ from .keys import segment_key
 # Re-created by each full diff; dropped at commit.
 MATCHED_TABLE = "sw_diff_matched"
 
+# Memory for the sorts and hashes of a full diff.
+DIFF_WORK_MEM = "64MB"
+
 # A diff row: (customer_id, partition, seq, enter).
 DiffRow = tuple[str, int, int, bool]
 
@@ -56,6 +59,9 @@ async def _scan_into_table(
     c_filter, _ = _filters(f"${n + 2}" if partitions is not None else None, False)
     args = [*params, workspace_id, *([list(partitions)] if partitions is not None else [])]
     await conn.execute(f"DROP TABLE IF EXISTS pg_temp.{MATCHED_TABLE}")
+    # The writing statement sorts and hashes ~100k rows per 1M customers: at the default 4 MB
+    # they spill to disk. Until the unit commits (the caller's transaction).
+    await conn.execute(f"SET LOCAL work_mem = '{DIFF_WORK_MEM}'")
     await conn.execute(
         f"""
         CREATE TEMP TABLE {MATCHED_TABLE} ON COMMIT DROP AS
