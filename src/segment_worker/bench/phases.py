@@ -89,6 +89,7 @@ async def latency(s: Session, spec: WorkloadSpec, *, rate: float, seconds: float
     id0 = await s.last_transition_id()
     seen0 = s.watcher.total
     before = await s.processed()
+    batch0 = await _batch_totals(s)
     # Occurrence times follow the send schedule, a second in the past (never ahead of the worker).
     start = datetime.now(UTC) - timedelta(seconds=1)
     stream = stream_events(spec, s.workspace_id, tag=f"lat-{kind}-{s.run_id}", start=start,
@@ -104,9 +105,18 @@ async def latency(s: Session, spec: WorkloadSpec, *, rate: float, seconds: float
     await s.watcher.wait_total(seen0 + await s.transitions_since(id0), within=_EMIT_TIMEOUT)
     samples = list(s.watcher.latencies)
     s.watcher.sent_at.clear()
+    batches, records, busy = (b - a for a, b in zip(batch0, await _batch_totals(s), strict=True))
     return LatencyResult(rate=rate, seconds=t1 - t0, events=sent, achieved_rate=sent / (t1 - t0),
                          samples=len(samples), summary=summarize(samples), curve=_curve(samples), kind=kind,
-                         saturated=saturated)
+                         saturated=saturated, batches=int(batches), batch_records=records / max(1, batches),
+                         batch_seconds=busy / max(1, batches))
+
+
+async def _batch_totals(s: Session) -> tuple[float, float, float]:
+    """The workers' batches so far: how many, their records and seconds (summed histograms)."""
+    return (await s.group.metric("segment_worker_batch_duration_seconds_count"),
+            await s.group.metric("segment_worker_batch_size_sum"),
+            await s.group.metric("segment_worker_batch_duration_seconds_sum"))
 
 
 def _curve(samples: list[float]) -> tuple[float, ...]:

@@ -68,7 +68,8 @@ def results_table(r: Results) -> Table:
         note = " — sub-saturation (half the 1-worker throughput)" if lat.kind != "requested" else note
         t.add_row(f"latency at {lat.rate:,.0f}/s", _lat(lat.summary),
                   f"{lat.samples:,} CloudEvents from {lat.events:,} events"
-                  f" ({lat.achieved_rate:,.0f}/s sent){note}")
+                  f" ({lat.achieved_rate:,.0f}/s sent); {lat.batches:,} batches of"
+                  f" {lat.batch_records:,.0f} records, {lat.batch_seconds * 1000:,.0f} ms each{note}")
     if r.rule_change:
         rc = r.rule_change
         steps = (("rule change: create ~10%", rc.create), ("rule change: edit, swap ~5%", rc.edit))

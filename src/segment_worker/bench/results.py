@@ -73,6 +73,9 @@ class LatencyResult:
     curve: tuple[float, ...]  # latency at percentiles 0..100
     kind: str = "requested"  # or "sub-saturation": half the measured one-worker throughput
     saturated: bool = False  # the rate is at or above what one worker sustains: queues grow
+    batches: int = 0  # the workers' batches meanwhile, and their mean size and duration
+    batch_records: float = 0.0
+    batch_seconds: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
