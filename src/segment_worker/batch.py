@@ -9,7 +9,6 @@ offsets to Kafka.
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -59,12 +58,6 @@ class Sorted:
         return out
 
 
-@functools.lru_cache(maxsize=1 << 16)
-def owning_partition(key: bytes, partitions: int) -> int:
-    """``partition_for`` (pure-Python murmur2), memoised: the same customers recur batch after batch."""
-    return partition_for(key, partitions)
-
-
 def sort_records(records: Iterable[Any], partitions: int) -> Sorted:
     """Parse and key-check records (aiokafka ``ConsumerRecord``s of one topic, per-partition order).
 
@@ -81,7 +74,7 @@ def sort_records(records: Iterable[Any], partitions: int) -> Sorted:
             out.dead.append(DeadLetter(SourceRecord.of(r), exc.reason))
             continue
         key = f"{ev.workspace_id}:{ev.customer_id}".encode()
-        if r.key != key or owning_partition(key, partitions) != r.partition:
+        if r.key != key or partition_for(key, partitions) != r.partition:
             out.rekeyed.append(Rekeyed(SourceRecord.of(r), key))
             continue
         out.events.append(ev)

@@ -3,36 +3,17 @@
 
 from __future__ import annotations
 
-import struct
+from murmurhash2 import murmurhash2 as _murmurhash2
 
+# Kafka's seed (org.apache.kafka.common.utils.Utils.murmur2): the library's MurmurHash2 is the
+# same algorithm (tests compare it with aiokafka's Python copy and Java's values); compiled, it is
+# ~20x faster, which the outbox feels — one hash per CloudEvent (3.5 of ~12 µs per row).
 _SEED = 0x9747B28C
-_M = 0x5BD1E995
-_MASK = 0xFFFFFFFF
 
 
 def murmur2(data: bytes) -> int:
     """MurmurHash2 as ``org.apache.kafka.common.utils.Utils.murmur2``, as an unsigned 32-bit int."""
-    length = len(data)
-    h = (_SEED ^ length) & _MASK
-    whole = length & ~3
-    # Unpacking every 4-byte word at once keeps the Python loop to the arithmetic.
-    for k in struct.unpack_from(f"<{whole // 4}I", data):
-        k = (k * _M) & _MASK
-        k ^= k >> 24
-        k = (k * _M) & _MASK
-        h = ((h * _M) & _MASK) ^ k
-    extra = length & 3
-    if extra >= 3:
-        h ^= data[whole + 2] << 16
-    if extra >= 2:
-        h ^= data[whole + 1] << 8
-    if extra >= 1:
-        h ^= data[whole]
-        h = (h * _M) & _MASK
-    h ^= h >> 13
-    h = (h * _M) & _MASK
-    h ^= h >> 15
-    return h
+    return _murmurhash2(data, _SEED)
 
 
 def partition_for(key: str | bytes, partitions: int) -> int:
@@ -40,7 +21,7 @@ def partition_for(key: str | bytes, partitions: int) -> int:
     if partitions < 1:
         raise ValueError(f"a topic has at least one partition, not {partitions}")
     raw = key.encode() if isinstance(key, str) else key
-    return (murmur2(raw) & 0x7FFFFFFF) % partitions
+    return (_murmurhash2(raw, _SEED) & 0x7FFFFFFF) % partitions
 
 
 def customer_partition(workspace_id: str, customer_id: str, partitions: int) -> int:

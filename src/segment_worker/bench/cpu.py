@@ -23,8 +23,9 @@ from uuid import UUID
 
 import orjson
 
-from ..batch import owning_partition, sort_records
+from ..batch import sort_records
 from ..engine import CustomerKey, SegmentDef, WorkspaceView, build_view, process
+from ..partitioning import partition_for
 from ..rules.model import Catalog
 from ..state import CustomerRecord, CustomerState
 from ..stores import pg_customers
@@ -78,7 +79,7 @@ def build(customers: int, events: int, segments: int = 200, seed_value: int = 42
     raw = []
     for n, ev in enumerate(stream_events(spec, WORKSPACE, tag="cpu", start=NOW)):
         key = f"{ev['workspace_id']}:{ev['customer_id']}".encode()
-        raw.append(KafkaRecord("in", owning_partition(key, PARTITIONS), n, key, orjson.dumps(ev)))
+        raw.append(KafkaRecord("in", partition_for(key, PARTITIONS), n, key, orjson.dumps(ev)))
     return Fixture(states, members, ids, views, raw)
 
 
