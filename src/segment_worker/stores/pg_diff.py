@@ -59,9 +59,6 @@ async def _scan_into_table(
     c_filter, _ = _filters(f"${n + 2}" if partitions is not None else None, False)
     args = [*params, workspace_id, *([list(partitions)] if partitions is not None else [])]
     await conn.execute(f"DROP TABLE IF EXISTS pg_temp.{MATCHED_TABLE}")
-    # The writing statement sorts and hashes ~100k rows per 1M customers: at the default 4 MB
-    # they spill to disk. Until the unit commits (the caller's transaction).
-    await conn.execute(f"SET LOCAL work_mem = '{DIFF_WORK_MEM}'")
     await conn.execute(
         f"""
         CREATE TEMP TABLE {MATCHED_TABLE} ON COMMIT DROP AS
@@ -190,6 +187,9 @@ async def diff(
     written, unordered, when ``answer``; else only how many."""
     scanned = candidates_sql is None
     if scanned:
+        # The writing statement sorts and hashes ~100k rows per 1M customers: at the default 4 MB
+        # they spill to disk. Until the unit commits (the caller's transaction).
+        await conn.execute(f"SET LOCAL work_mem = '{DIFF_WORK_MEM}'")
         await _scan_into_table(conn, workspace_id, where_sql, params, partitions)
         params = []  # the rule's placeholders are not in the writing statement
     sql = _statement(
