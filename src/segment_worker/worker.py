@@ -79,6 +79,9 @@ class WorkerOptions:
     pool_max_size: int = 4
     retry_backoff_seconds: float = 1.0
     commit_timeout_seconds: float = 5.0
+    # Leaving the group waits for aiokafka's coordination task, which Tansu can keep in a rejoin
+    # loop (seen: a lane that never stopped after SIGTERM); past this the member expires instead.
+    leave_timeout_seconds: float = 10.0
     # /healthz fails when the batch loop has not come round for this long (a hung store call).
     stall_seconds: float = 120.0
 
@@ -235,8 +238,14 @@ class Worker(PartitionOwnership):
         if self._consumer is not None:
             if self._to_commit:  # a last best-effort commit, so Kafka tools show the true position
                 await self._do_commit(self._to_commit)
-            with contextlib.suppress(Exception):
-                await self._consumer.stop()  # leaves the group: the others rebalance at once
+            try:
+                # Leaves the group: the others rebalance at once.
+                await asyncio.wait_for(self._consumer.stop(), self.options.leave_timeout_seconds)
+            except TimeoutError:
+                log.warning("leaving the consumer group took over %.0f s; the broker expires the member",
+                            self.options.leave_timeout_seconds)
+            except Exception as exc:
+                log.debug("consumer stop failed: %s", exc)
             self._consumer = None
         if self._producer is not None:
             with contextlib.suppress(Exception):
