@@ -41,8 +41,7 @@ async def throughput(s: Session, events: EventFile, progress: Progress | None = 
     timeline: list[tuple[float, int, int]] = []
     id0 = await s.last_transition_id()
     seen0 = s.watcher.total
-    batches0 = await s.group.metric("segment_worker_batch_duration_seconds_count")
-    busy0 = await s.group.metric("segment_worker_batch_duration_seconds_sum")
+    batch0 = await _batch_totals(s)
     cpu0 = s.cpu()
     t0 = time.monotonic()
 
@@ -66,8 +65,7 @@ async def throughput(s: Session, events: EventFile, progress: Progress | None = 
     finally:
         sampler.cancel()
     cpu1 = s.cpu()
-    batches = await s.group.metric("segment_worker_batch_duration_seconds_count") - batches0
-    busy = await s.group.metric("segment_worker_batch_duration_seconds_sum") - busy0
+    batches, _, busy = (b - a for a, b in zip(batch0, await _batch_totals(s), strict=True))
     wall = t_end - t0
     return ThroughputResult(
         workers=s.workers,
@@ -114,9 +112,11 @@ async def latency(s: Session, spec: WorkloadSpec, *, rate: float, seconds: float
 
 async def _batch_totals(s: Session) -> tuple[float, float, float]:
     """The workers' batches so far: how many, their records and seconds (summed histograms)."""
-    return (await s.group.metric("segment_worker_batch_duration_seconds_count"),
-            await s.group.metric("segment_worker_batch_size_sum"),
-            await s.group.metric("segment_worker_batch_duration_seconds_sum"))
+    count, records, seconds = await s.group.metrics(
+        "segment_worker_batch_duration_seconds_count", "segment_worker_batch_size_sum",
+        "segment_worker_batch_duration_seconds_sum",
+    )
+    return count, records, seconds
 
 
 def _curve(samples: list[float]) -> tuple[float, ...]:

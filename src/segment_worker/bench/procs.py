@@ -154,7 +154,12 @@ class WorkerGroup:
 
     async def metric(self, name: str) -> float:
         """One metric summed over the workers."""
-        return sum([(await w.metrics(self.client)).get(name, 0.0) for w in self.workers])
+        return (await self.metrics(name))[0]
+
+    async def metrics(self, *names: str) -> tuple[float, ...]:
+        """Several metrics summed over the workers, from one scrape of each."""
+        scraped = [await w.metrics(self.client) for w in self.workers]
+        return tuple(sum(m.get(name, 0.0) for m in scraped) for name in names)
 
     def check_alive(self) -> None:
         """Raise if any worker died."""
