@@ -21,7 +21,7 @@ def partition_for(key: str | bytes, partitions: int) -> int:
     if partitions < 1:
         raise ValueError(f"a topic has at least one partition, not {partitions}")
     raw = key.encode() if isinstance(key, str) else key
-    return (_murmurhash2(raw, _SEED) & 0x7FFFFFFF) % partitions
+    return (murmur2(raw) & 0x7FFFFFFF) % partitions
 
 
 def customer_partition(workspace_id: str, customer_id: str, partitions: int) -> int:
