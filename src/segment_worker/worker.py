@@ -79,8 +79,8 @@ class WorkerOptions:
     pool_max_size: int = 4
     retry_backoff_seconds: float = 1.0
     commit_timeout_seconds: float = 5.0
-    # Leaving the group waits for aiokafka's coordination task, which Tansu can keep in a rejoin
-    # loop (seen: a lane that never stopped after SIGTERM); past this the member expires instead.
+    # Leaving the group waits for aiokafka's coordination task, which a group that never settles
+    # keeps rejoining (seen on Tansu); past this the member expires instead.
     leave_timeout_seconds: float = 10.0
     # /healthz fails when the batch loop has not come round for this long (a hung store call).
     stall_seconds: float = 120.0
@@ -287,14 +287,22 @@ class Worker(PartitionOwnership):
 
     async def _loop(self) -> None:
         ahead: asyncio.Task[Fetched] | None = None
+        stopping = asyncio.create_task(self._stopping.wait())
         try:
             self._started = True
             while not self._stopping.is_set():
                 self._loop_at = time.monotonic()
                 if self._unready:
                     await self._recover()
-                fetched = await (ahead if ahead is not None else self._fetch_parsed())
+                fetching = ahead if ahead is not None else asyncio.create_task(self._fetch_parsed())
                 ahead = None
+                # getmany waits, past its timeout, for a rebalance in progress to end; a group that
+                # never settles (seen on Tansu: endless rejoins) must not keep SIGTERM from close().
+                await asyncio.wait((fetching, stopping), return_when=asyncio.FIRST_COMPLETED)
+                if not fetching.done():
+                    ahead = fetching  # cancelled below
+                    break
+                fetched = fetching.result()
                 if fetched.error is not None:
                     log.warning("fetch failed: %s", fetched.error)
                     self.metrics.errors.labels("fetch").inc()
@@ -316,6 +324,7 @@ class Worker(PartitionOwnership):
                     await asyncio.sleep(self.options.retry_backoff_seconds)
                 self._commit_kafka()
         finally:
+            stopping.cancel()
             if ahead is not None:
                 ahead.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
