@@ -70,6 +70,9 @@ class WorkerOptions:
     # record arrives, but Tansu answers at this deadline (measured: at the default 500 ms every
     # record waited 0–250 ms before the worker saw it); an idle poll every 50 ms costs nothing.
     fetch_max_wait_ms: int = 50
+    # A fetch answered from aiokafka's prefetch buffer (records that waited out the last batch) is
+    # topped up by a second fetch of at most this long: what arrived since (``fetching.fetch``).
+    top_up_ms: int = 20
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 3_000
     max_poll_interval_ms: int = 300_000
@@ -334,7 +337,7 @@ class Worker(PartitionOwnership):
         """``getmany`` (never under the lock), then parse its records."""
         o = self.options
         return await fetch(self._consumer, self.settings.topic_events, self._partition_count(), self._moves,
-                           timeout_ms=o.poll_timeout_ms, max_records=o.max_records)
+                           timeout_ms=o.poll_timeout_ms, max_records=o.max_records, top_up_ms=o.top_up_ms)
 
     async def _batch(self, batch: Sorted) -> bool:
         """Process one batch; on failure rewind its partitions (answers False: back off)."""
