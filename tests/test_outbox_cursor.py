@@ -1,8 +1,9 @@
 """The outbox's per-partition sent cursor: how migration 004 seeds it from the old ``sent`` flags,
-and a pipelined drain against the real broker (every row once, each key in order, marks last)."""
+and a pipelined drain against the real broker (every row once, each key in order, marks last, no linger)."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
@@ -112,5 +113,27 @@ async def test_a_pipelined_drain_sends_every_row_once_and_each_key_in_order(
         for r in records:  # per partition in offset order
             seqs[r.key].append(int(r.value.split(b'"seq":')[1].rstrip(b"}")))
         assert len(seqs) == 30 and all(s == [1, 2, 3, 4] for s in seqs.values())
+    finally:
+        await pool.close()
+
+
+async def test_a_drain_does_not_wait_out_the_producers_linger(
+    pg_dsn: str, kafka_bootstrap: str, unique_name: Callable[[str], str]
+) -> None:
+    # The drain waits for delivery right after queueing: a batch left open would sit out
+    # linger_ms first (5 ms on every batch of the worker; 2 s here, to be seen).
+    ws, (part,), topic = new_ws(), new_partitions(1), unique_name("outbox")
+    pool = await pg.create_pool(pg_dsn, max_size=2)
+    try:
+        async with pool.acquire() as conn:
+            for c in range(20):
+                await conn.execute(_INSERT, part, ws, uuid.uuid4(), f"c{c}", 1, "entered", T0)
+        async with producer(kafka_bootstrap, linger_ms=2000) as prod:
+            await prod.partitions_for(topic)  # creates the topic: its metadata is not timed
+            sender = OutboxSender(prod, topic, WorkerMetrics(CollectorRegistry()))
+            t0 = time.monotonic()
+            assert await sender.drain(pool, [part]) == 20
+            assert time.monotonic() - t0 < 1.0
+            await sender.flush_marks(pool)
     finally:
         await pool.close()

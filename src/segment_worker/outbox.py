@@ -152,6 +152,7 @@ class OutboxSender:
             if builder.append(key=key, value=value, timestamp=None) is not None:
                 continue
             if builder.record_count():  # full: queue it, start the next one
+                builder.close()
                 futures.append(await producer.send_batch(builder, topic, partition=p))
                 builder = builders[p] = producer.create_batch()
                 if builder.append(key=key, value=value, timestamp=None) is not None:
@@ -161,6 +162,9 @@ class OutboxSender:
             )  # larger than a batch
         for p, builder in builders.items():
             if builder.record_count():
+                # Closed, a batch goes out at once instead of after linger_ms: the caller waits
+                # for its delivery next, and nothing more will be added to it.
+                builder.close()
                 futures.append(await producer.send_batch(builder, topic, partition=p))
         return _Queued(futures, marks, sent)
 
