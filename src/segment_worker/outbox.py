@@ -136,6 +136,13 @@ class OutboxSender:
         futures = []
         marks: dict[int, int] = {}
         sent = 0
+
+        async def ship(builder: Any, p: int) -> None:
+            # Closed, a batch goes out at once instead of after linger_ms: the caller waits for its
+            # delivery next, and nothing more will be added to it.
+            builder.close()
+            futures.append(await producer.send_batch(builder, topic, partition=p))
+
         for row in rows:
             marks[row.partition] = row.id  # rows come in id order
             try:
@@ -152,8 +159,7 @@ class OutboxSender:
             if builder.append(key=key, value=value, timestamp=None) is not None:
                 continue
             if builder.record_count():  # full: queue it, start the next one
-                builder.close()
-                futures.append(await producer.send_batch(builder, topic, partition=p))
+                await ship(builder, p)
                 builder = builders[p] = producer.create_batch()
                 if builder.append(key=key, value=value, timestamp=None) is not None:
                     continue
@@ -162,10 +168,7 @@ class OutboxSender:
             )  # larger than a batch
         for p, builder in builders.items():
             if builder.record_count():
-                # Closed, a batch goes out at once instead of after linger_ms: the caller waits
-                # for its delivery next, and nothing more will be added to it.
-                builder.close()
-                futures.append(await producer.send_batch(builder, topic, partition=p))
+                await ship(builder, p)
         return _Queued(futures, marks, sent)
 
     async def _settle(self, chunk: _Queued) -> None:
