@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from datetime import UTC
 from functools import lru_cache
 
-from .csvimport import normalise_phone
 from .events import (
     AnyInputEvent,
     CustomerAttributesSet,
@@ -33,6 +32,7 @@ from .events import (
     CustomerUpserted,
     describe_value,
 )
+from .phones import normalise_phone
 from .rules.model import FieldDef, FieldType
 from .state import CustomerState
 from .text import fold

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -38,3 +40,12 @@ class Settings(BaseSettings):
         if not self.redis_url:
             raise RuntimeError("SEGMENT_WORKER_REDIS_URL is not set (redis://… or unix://…)")
         return self.redis_url
+
+    def as_env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
+        """These settings as ``SEGMENT_WORKER_*`` variables over ``base`` (whose own
+        ``SEGMENT_WORKER_*`` variables are dropped), so a child process sees exactly them."""
+        env = {k: v for k, v in (base or {}).items() if not k.startswith("SEGMENT_WORKER_")}
+        for name, value in self.model_dump().items():
+            if value is not None:
+                env[f"SEGMENT_WORKER_{name.upper()}"] = str(value)
+        return env

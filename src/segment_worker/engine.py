@@ -20,10 +20,8 @@ from .events import AnyInputEvent
 from .partitioning import customer_partition
 from .rules.model import Catalog, FieldDef
 from .rules.timectx import TimeContext
-from .state import CustomerRecord, CustomerState, Transition, segment_key
+from .state import CustomerKey, CustomerRecord, CustomerState, Transition, intern_segment
 from .timeutil import utc_ms
-
-CustomerKey = tuple[str, str]  # (workspace_id, customer_id)
 
 
 class CompiledRuleLike(Protocol):
@@ -63,7 +61,7 @@ class _Slot:
         self.seg = seg
         self.rule = rule
         self.matches = rule.matches
-        self.key = segment_key(seg.id)
+        self.key = intern_segment(seg.id)
         self.pos = pos
 
 
@@ -125,12 +123,12 @@ def build_view(
         all_dynamic=tuple(dynamic),
         _slots=slots,
         _slot_index={k: tuple(slot_of[sid] for sid in v) for k, v in index.items()},
-        _by_key={segment_key(sid): seg for sid, seg in by_id.items()},
+        _by_key={intern_segment(sid): seg for sid, seg in by_id.items()},
     )
 
 
 @dataclass(slots=True)
-class BatchResult:
+class ProcessResult:
     """``process``' answer. ``changed`` lists the keys whose state must be saved (first-change
     order); ``optouts`` the opt-out flips in order; ``rejected`` (event index, DLQ reason)."""
 
@@ -147,7 +145,7 @@ def process(
     now: datetime,
     *,
     partitions: int,
-) -> BatchResult:
+) -> ProcessResult:
     """Apply ``events`` in order to ``records`` (mutated in place; a missing key is a customer
     never seen and gets a record) and compute the resulting transitions.
 
@@ -156,9 +154,9 @@ def process(
     partition count, which places a new customer. The records are changed even if the caller's
     commit later fails: a caller that caches records must drop them then.
     """
-    out = BatchResult()
+    out = ProcessResult()
     at = utc_ms(now)
-    batch = _Batch(now, views, at, out)
+    batch = _Pass(now, views, at, out)
     changed: dict[CustomerKey, None] = {}
     for i, ev in enumerate(events):
         key = (ev.workspace_id, ev.customer_id)
@@ -196,13 +194,13 @@ def process(
     return out
 
 
-class _Batch:
+class _Pass:
     """Per-batch caches (views, bound rule values) and the transition writer."""
 
     __slots__ = ("_bound", "_ctx", "_empty", "_now", "_views", "at", "out")
     _bound: dict[str, list[tuple[object, ...] | None]]
 
-    def __init__(self, now: datetime, views: Mapping[str, WorkspaceView], at: datetime, out: BatchResult):
+    def __init__(self, now: datetime, views: Mapping[str, WorkspaceView], at: datetime, out: ProcessResult):
         self._now = now
         self._views = views
         self._empty: dict[str, WorkspaceView] = {}

@@ -14,6 +14,8 @@ from uuid import UUID
 
 from .timeutil import Version
 
+CustomerKey = tuple[str, str]  # (workspace_id, customer_id)
+
 
 @dataclass(slots=True)
 class CustomerState:
@@ -68,7 +70,7 @@ _KEYS: dict[int, tuple[int, UUID]] = {}
 _MAX_INTERNED = 1 << 20
 
 
-def segment_key(segment_id: UUID) -> int:
+def intern_segment(segment_id: UUID) -> int:
     """The interned int key of ``segment_id`` (its 128-bit value)."""
     k = segment_id.int
     got = _KEYS.get(k)
@@ -80,7 +82,7 @@ def segment_key(segment_id: UUID) -> int:
 
 
 def segment_uuid(key: int) -> UUID:
-    """The segment id of an int key from ``segment_key``."""
+    """The segment id of an int key from ``intern_segment``."""
     got = _KEYS.get(key)
     return got[1] if got is not None else UUID(int=key)
 
@@ -104,7 +106,7 @@ class MembershipsView(MutableMapping[UUID, Membership]):
         return Membership(bool(code & 1), code >> 1)
 
     def __setitem__(self, segment_id: UUID, m: Membership) -> None:
-        self._codes[segment_key(segment_id)] = membership_code(m.is_member, m.seq)
+        self._codes[intern_segment(segment_id)] = membership_code(m.is_member, m.seq)
 
     def __delitem__(self, segment_id: UUID) -> None:
         del self._codes[segment_id.int]
@@ -122,7 +124,7 @@ class MembershipsView(MutableMapping[UUID, Membership]):
 class CustomerRecord:
     """What the engine needs of one customer: its state (None = never seen) and memberships.
 
-    Memberships live in ``codes`` (``segment_key`` → ``membership_code``): a cached record holds
+    Memberships live in ``codes`` (``intern_segment`` → ``membership_code``): a cached record holds
     no object per membership row. ``memberships`` is a mapping view of them."""
 
     __slots__ = ("codes", "state")

@@ -14,10 +14,10 @@ from types import TracebackType
 
 from prometheus_client import CollectorRegistry
 
-from segment_worker.clock import Clock
 from segment_worker.config import Settings
-from segment_worker.metrics import WorkerMetrics
-from segment_worker.worker import Worker, WorkerOptions
+from segment_worker.worker.clock import Clock
+from segment_worker.worker.loop import Worker, WorkerOptions
+from segment_worker.worker.metrics import WorkerMetrics
 
 # Short group timeouts: tests kill and restart workers, and wait for the group to notice.
 # (Against Tansu a first join takes about min(session timeout / 2, 3 s), at least ~1.1 s.)
@@ -80,13 +80,6 @@ class WorkerHarness:
         await self.stop()
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment that gives a subprocess these settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SEGMENT_WORKER_")}
-    for name, value in settings.model_dump().items():
-        if value is not None:
-            env[f"SEGMENT_WORKER_{name.upper()}"] = str(value)
-    return env
 
 
 class WorkerProcess:
@@ -109,7 +102,7 @@ class WorkerProcess:
     def start(self) -> WorkerProcess:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                self.args, env=settings_env(self.settings), stdout=log, stderr=subprocess.STDOUT
+                self.args, env=self.settings.as_env(os.environ), stdout=log, stderr=subprocess.STDOUT
             )
         return self
 

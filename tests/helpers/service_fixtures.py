@@ -1,6 +1,6 @@
 """Fixtures of the service and API tests, over the session's real PostgreSQL and Redis.
 
-Load with ``pytest_plugins = ["helpers.service_fixtures"]`` in a test module (helper functions
+Imported by the conftest.py of the folders that use them (helper functions
 live in ``helpers.service``, which test modules import directly).
 """
 

@@ -1,6 +1,6 @@
 """Fixtures shared by the store tests: a pool with our codecs, a rolled-back connection, Redis.
 
-Load with ``pytest_plugins = ["helpers.store_fixtures"]``.
+Imported by the conftest.py of the folders that use them.
 """
 
 from __future__ import annotations

@@ -53,7 +53,7 @@ def bench(customers: int, segments: int, events: int, rate: float, latency_secon
 
     from rich.console import Console
 
-    from ..cli import run_async
+    from ..cli.main import run_async
     from .chart import chart_available, write_chart
     from .report import RichUi, results_table, targets_table
     from .runner import BenchOptions, run_bench

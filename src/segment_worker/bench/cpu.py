@@ -23,13 +23,13 @@ from uuid import UUID
 
 import orjson
 
-from ..batch import sort_records
-from ..engine import CustomerKey, SegmentDef, WorkspaceView, build_view, process
+from ..engine import SegmentDef, WorkspaceView, build_view, process
 from ..partitioning import partition_for
 from ..rules.model import Catalog
-from ..state import CustomerRecord, CustomerState
+from ..state import CustomerKey, CustomerRecord, CustomerState
 from ..stores import pg_customers
 from ..stores.postgres import _decode_jsonb, _encode_jsonb
+from ..worker.batch import sort_records
 from . import seed
 from .workload import WorkloadSpec, stream_events
 

@@ -25,16 +25,6 @@ from ..config import Settings
 from .servers import BenchError
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment of a child process that must see exactly ``settings``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SEGMENT_WORKER_")}
-    for name, value in settings.model_dump().items():
-        if value is not None:
-            env[f"SEGMENT_WORKER_{name.upper()}"] = str(value)
-    env["SEGMENT_WORKER_LOG_LEVEL"] = "WARNING"
-    return env
-
-
 @dataclass(slots=True)
 class WorkerProc:
     """One ``segment-worker run`` child."""
@@ -109,7 +99,8 @@ def spawn_worker(
         prefix += ["-m", "pyinstrument", "--renderer", "session", "-o", str(profile)]
     argv = [*prefix, "-m", "segment_worker.cli", "run", "--metrics-port", str(port), *args]
     with open(log, "ab") as out:
-        proc = subprocess.Popen(argv, env=settings_env(settings), stdin=subprocess.DEVNULL, stdout=out,
+        env = {**settings.as_env(os.environ), "SEGMENT_WORKER_LOG_LEVEL": "WARNING"}
+        proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT, preexec_fn=parent_death_preexec(signal.SIGTERM))
     return WorkerProc(proc, port, log)
 

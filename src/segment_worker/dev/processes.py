@@ -35,13 +35,6 @@ class DevError(SegmentWorkerError):
     code = "dev_failed"
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    """``settings`` as ``SEGMENT_WORKER_*`` variables, so a child process sees exactly them."""
-    env = {}
-    for name, value in settings.model_dump().items():
-        if value is not None:
-            env[f"SEGMENT_WORKER_{name.upper()}"] = str(value)
-    return env
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +152,7 @@ class WorkerProcess:
     async def start(self) -> None:
         """Spawn the worker (it creates the topics if missing and joins the consumer group)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("SEGMENT_WORKER_")}
-        env |= settings_env(self._settings)
+        env |= self._settings.as_env()
         if "SEGMENT_WORKER_LOG_LEVEL" in os.environ:
             env["SEGMENT_WORKER_LOG_LEVEL"] = os.environ["SEGMENT_WORKER_LOG_LEVEL"]
         out = await asyncio.to_thread(self.log.open, "ab")

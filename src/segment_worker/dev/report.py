@@ -14,9 +14,9 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from .. import demo
 from ..service.context import ServiceContext
 from ..service.segments import Segment, list_segments
+from . import demo
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,6 @@ import asyncpg
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from .. import demo
 from ..config import Settings
 from ..kafka import kafka_errors
 from ..service import segments as segments_svc
@@ -28,6 +27,7 @@ from ..service.context import ServiceContext
 from ..service.members import ImportResult, import_csv
 from ..service.workspaces import update_workspace
 from ..text import fold
+from . import demo
 from .processes import DevError
 
 # Records in flight at once while producing (then we wait for their acknowledgements).

@@ -27,7 +27,7 @@ from aiokafka import AIOKafkaProducer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .. import demo, kafka
+from .. import kafka
 from ..api.app import create_app
 from ..childproc import free_port
 from ..config import Settings
@@ -38,7 +38,7 @@ from ..service.context import ServiceContext
 from ..service.segments import list_segments
 from ..service.tokens import ALL_WORKSPACES, create_token
 from ..stores.reconcile import rebuild_and_diff
-from . import report, seed
+from . import demo, report, seed
 from .processes import ApiServer, DevError, WorkerProcess, bind_api_socket, lock_data_dir
 
 

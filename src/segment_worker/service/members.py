@@ -28,7 +28,7 @@ from .pagination import Page, check_limit, cursor_error, decode_cursor, like_pat
 from .recompute import IMPORT, MANUAL, dynamic_segments, id_table, recompute, set_membership
 from .ruleset import now_context
 from .segments import Segment, fetch_segment, parse_segment_id
-from .units import Unit, unit
+from .units import ServiceUnit, unit
 from .workspaces import get_workspace, input_partition_count, load_catalog
 
 MAX_IDS_PER_CALL = 10_000
@@ -131,7 +131,7 @@ async def _existing(
     return {r["customer_id"]: r["partition"] for r in rows}
 
 
-async def _locked_static(u: Unit, workspace_id: str, segment_id: UUID) -> Segment:
+async def _locked_static(u: ServiceUnit, workspace_id: str, segment_id: UUID) -> Segment:
     # Row lock: a concurrent delete of the segment waits for us (or we find it gone: NotFound).
     return _static(await fetch_segment(u.conn, workspace_id, segment_id, lock=True))
 
@@ -293,7 +293,7 @@ async def import_csv(
     return ImportResult(len(changed), counts["members"] - len(changed), counts["created"], parsed.invalid)
 
 
-async def _join_dynamic_segments(u: Unit, workspace_id: str, candidates_sql: str) -> None:
+async def _join_dynamic_segments(u: ServiceUnit, workspace_id: str, candidates_sql: str) -> None:
     """New customers enter the dynamic segments they match (cause ``import``)."""
     catalog = await load_catalog(u.conn, workspace_id)
     tctx = now_context(catalog)

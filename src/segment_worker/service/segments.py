@@ -25,7 +25,7 @@ from .context import ServiceContext
 from .pagination import Page, check_limit, cursor_error, decode_cursor, like_pattern, page_of
 from .recompute import MANUAL, recompute, set_membership
 from .ruleset import compile_json, now_context
-from .units import Unit, unit
+from .units import ServiceUnit, unit
 from .unset import UNSET, Unset
 from .workspaces import (
     all_partitions,
@@ -168,7 +168,7 @@ async def _check_name_free(
 
 
 async def _insert(
-    u: Unit, workspace_id: str, name: str, description: str | None, type_: SegmentType, rules: Any
+    u: ServiceUnit, workspace_id: str, name: str, description: str | None, type_: SegmentType, rules: Any
 ) -> Segment:
     await _check_name_free(u.conn, workspace_id, name)
     seg = Segment(uuid.uuid4(), workspace_id, name, description, type_, rules, u.at, u.at)
@@ -187,7 +187,7 @@ async def _insert(
     return seg
 
 
-async def _populate(u: Unit, seg: Segment, source: Segment | None = None) -> Segment:
+async def _populate(u: ServiceUnit, seg: Segment, source: Segment | None = None) -> Segment:
     """Compute a new or edited segment's membership in ``u``: rules for a dynamic one, the
     source's members for a static duplicate."""
     if seg.type == "dynamic":

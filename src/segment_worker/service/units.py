@@ -17,7 +17,7 @@ from .context import ServiceContext
 
 
 @dataclass(frozen=True, slots=True)
-class Unit:
+class ServiceUnit:
     """An open unit: its transaction's connection and its time (``joined_at`` / event ``time``)."""
 
     conn: asyncpg.Connection
@@ -26,9 +26,9 @@ class Unit:
 
 
 @asynccontextmanager
-async def unit(ctx: ServiceContext, partitions: Iterable[int]) -> AsyncIterator[Unit]:
+async def unit(ctx: ServiceContext, partitions: Iterable[int]) -> AsyncIterator[ServiceUnit]:
     """Lock ``partitions``, open the transaction; on a clean exit commit and apply Redis."""
     # bump_generation: the owning workers must drop their cached states and memberships.
     async with partition_unit(ctx.pool, ctx.redis, sorted(set(partitions)), bump_generation=True) as u:
         # Taken once the locks are held: the closest instant to the commit that we can know.
-        yield Unit(u.conn, u.partitions, utc_ms(datetime.now(UTC)))
+        yield ServiceUnit(u.conn, u.partitions, utc_ms(datetime.now(UTC)))

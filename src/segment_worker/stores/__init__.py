@@ -20,10 +20,8 @@ from enum import IntEnum
 from typing import Any, Protocol
 from uuid import UUID
 
-from ..state import CustomerRecord, CustomerState, Transition
+from ..state import CustomerKey, CustomerRecord, CustomerState, Transition
 from .errors import MembershipConflictError
-
-CustomerKey = tuple[str, str]  # (workspace_id, customer_id)
 
 
 class OpKind(IntEnum):

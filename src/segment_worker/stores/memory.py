@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
-from ..state import CustomerRecord, CustomerState, Membership
-from . import Batch, CustomerKey, TransitionPlan, TransitionRow, plan_transitions
+from ..state import CustomerKey, CustomerRecord, CustomerState, Membership
+from . import Batch, TransitionPlan, TransitionRow, plan_transitions
 from .errors import FencedError, MembershipConflictError
 from .keys import optout_key, segment_key
 

@@ -14,9 +14,8 @@ from typing import Any
 
 import asyncpg
 
-from ..state import CustomerRecord, CustomerState, membership_code, segment_key
+from ..state import CustomerKey, CustomerRecord, CustomerState, intern_segment, membership_code
 from ..timeutil import Version, try_date, try_datetime
-from . import CustomerKey
 
 # SQL type of every customers column that mirrors a CustomerState field (names are 1:1).
 COLUMN_TYPES: dict[str, str] = {
@@ -194,7 +193,7 @@ def records_from_rows(
     for r in states:
         out[(r[0], r[1])].state = _row_to_state(r)
     for r in memberships:
-        out[(r[0], r[1])].codes[segment_key(r[2])] = membership_code(r[3], r[4])
+        out[(r[0], r[1])].codes[intern_segment(r[2])] = membership_code(r[3], r[4])
     return out
 
 

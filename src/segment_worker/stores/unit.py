@@ -22,8 +22,8 @@ import asyncpg
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from ..state import CustomerRecord
-from . import Batch, CustomerKey, TransitionRow
+from ..state import CustomerKey, CustomerRecord
+from . import Batch, TransitionRow
 from . import postgres as pg
 from .errors import FencedError, LockTimeoutError, RedisApplyError
 from .redis import apply_ops, read_set

@@ -1,0 +1,193 @@
+"""The ``segment-worker`` command line (CONTRACT §9).
+
+Adding a command is one decorated function: ``@main.command()``. Import heavy modules (API,
+worker) inside the function so that e.g. ``segment-worker migrate`` stays quick. Raise our typed
+errors (``segment_worker.errors``); the group prints them as one ``error:`` line and exits 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import click
+import pydantic
+
+from ..config import Settings
+from ..errors import ConfigError, SegmentWorkerError, StoreUnavailable
+
+T = TypeVar("T")
+
+
+class _Group(click.Group):
+    """Turns our errors into a clean message and exit status 1 (no traceback)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SegmentWorkerError as exc:
+            hint = " (temporary: retrying may help)" if exc.retriable else ""
+            raise click.ClickException(f"{exc.message}{hint}") from exc
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment, with explicit values (e.g. CLI options) taking precedence."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except pydantic.ValidationError as exc:
+        problems = "; ".join(
+            f"SEGMENT_WORKER_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from exc
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a command's coroutine to completion (Ctrl-C cancels it cleanly)."""
+    return asyncio.run(coro)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="segment-worker")
+@click.option("--log-level", default="INFO", show_default=True, envvar="SEGMENT_WORKER_LOG_LEVEL",
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+def main(log_level: str) -> None:
+    """Real-time customer segments: Kafka events in, PostgreSQL + Redis + CloudEvents out."""
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@main.command()
+@click.option("--database-url", help="PostgreSQL DSN (default: $SEGMENT_WORKER_DATABASE_URL).")
+def migrate(database_url: str | None) -> None:
+    """Apply pending PostgreSQL migrations (Kafka topics are created by the worker)."""
+    import asyncpg
+
+    from ..migrate import available
+    from ..migrate import migrate as apply_migrations
+
+    settings = load_settings(database_url=database_url)
+    if not settings.database_url:
+        raise ConfigError("SEGMENT_WORKER_DATABASE_URL is not set (a PostgreSQL DSN, e.g. "
+                          "postgresql://user:password@host:5432/dbname)")
+    try:
+        applied = run_async(apply_migrations(settings.database_url))
+    except (OSError, asyncpg.CannotConnectNowError) as exc:
+        raise StoreUnavailable(f"cannot reach PostgreSQL: {exc}", context={"operation": "migrate"}) from exc
+    except asyncpg.PostgresError as exc:
+        raise SegmentWorkerError(f"migration failed: {exc}", retriable=False,
+                                 context={"sqlstate": exc.sqlstate}) from exc
+    for name in applied:
+        click.echo(f"applied {name}")
+    latest = available()[-1].name if available() else "none"
+    if applied:
+        click.echo(f"database migrated to {latest} ({len(applied)} applied)")
+    else:
+        click.echo(f"database is up to date ({latest}); nothing applied")
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def schemas(args: tuple[str, ...]) -> None:
+    """Write the JSON Schemas of the Kafka contract to schemas/ (--check: verify only; --help)."""
+    try:
+        schemas_gen: Any = importlib.import_module("segment_worker.schemas_gen")
+    except ModuleNotFoundError as exc:
+        if exc.name != "segment_worker.schemas_gen":
+            raise
+        raise ConfigError("segment_worker.schemas_gen is not available in this build") from exc
+    status = schemas_gen.main(list(args))
+    if isinstance(status, int) and status:
+        raise click.exceptions.Exit(status)
+
+
+@main.command()
+@click.option("--metrics-port", type=int, default=None,
+              help="Serve Prometheus metrics on this port (/metrics).")
+@click.option("--max-records", type=click.IntRange(1, 100_000), default=2000, show_default=True,
+              help="Records per batch at most.")
+@click.option("--session-timeout-ms", type=click.IntRange(1000), default=10_000, show_default=True,
+              help="Consumer group session timeout: how soon a dead worker's partitions move.")
+@click.option("--lanes", type=click.IntRange(1, 32), default=None,
+              help="Consumers in this process, each on its own partitions, so one computes while "
+                   "another waits on PostgreSQL [default: SEGMENT_WORKER_LANES or 2].")
+def run(metrics_port: int | None, max_records: int, session_timeout_ms: int, lanes: int | None) -> None:
+    """Run the consumer worker until SIGINT/SIGTERM (run several for scale-out)."""
+    from ..worker.lanes import run_until_signalled
+    from ..worker.loop import WorkerOptions
+
+    settings = load_settings()
+    if not settings.database_url or not settings.redis_url:
+        raise ConfigError("SEGMENT_WORKER_DATABASE_URL and SEGMENT_WORKER_REDIS_URL must be set to run "
+                          "the worker")
+    if lanes is not None:
+        settings = settings.model_copy(update={"lanes": lanes})
+    options = WorkerOptions(max_records=max_records, session_timeout_ms=session_timeout_ms,
+                            heartbeat_interval_ms=max(300, session_timeout_ms // 4))
+    run_async(run_until_signalled(settings, options=options, metrics_port=metrics_port))
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True,
+              help="Port to listen on.")
+def api(host: str, port: int) -> None:
+    """Serve the HTTP API (OpenAPI at /docs) until SIGINT/SIGTERM."""
+    import uvicorn
+
+    from ..api import create_app
+
+    settings = load_settings()
+    if not settings.database_url or not settings.redis_url:
+        raise ConfigError("SEGMENT_WORKER_DATABASE_URL and SEGMENT_WORKER_REDIS_URL must be set to serve "
+                          "the API")
+    level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=level, server_header=False)
+
+
+@main.group()
+def tokens() -> None:
+    """API bearer tokens (stored only as SHA-256 hashes)."""
+
+
+@tokens.command("create")
+@click.option("--workspace", required=True, metavar="WS", help="The workspace the token may use ('*' = all).")
+def tokens_create(workspace: str) -> None:
+    """Create a token for WS; the token alone is the last line printed (it cannot be shown again)."""
+    from ..service.tokens import create_token
+    from ..stores import postgres as pg
+
+    settings = load_settings()
+    if not settings.database_url:
+        raise ConfigError("SEGMENT_WORKER_DATABASE_URL is not set (a PostgreSQL DSN)")
+    dsn = settings.database_url
+
+    async def create() -> str:
+        try:
+            conn = await pg.connect(dsn)
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot reach PostgreSQL: {exc}",
+                                   context={"operation": "tokens create"}) from exc
+        try:
+            return await create_token(conn, workspace)
+        finally:
+            await conn.close()
+
+    token = run_async(create())
+    scope = "every workspace" if workspace == "*" else f"workspace {workspace}"
+    click.echo(f"created an API token for {scope}; keep it now, it is stored only as a hash:")
+    click.echo(token)
+
+
+from .ops import dev, reconcile  # noqa: E402  (commands of other modules, registered last)
+
+main.add_command(dev)
+main.add_command(reconcile)
+
+from ..bench.command import bench  # noqa: E402
+
+main.add_command(bench)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,479 @@
+"""The consumer worker (``segment-worker run``): an aiokafka batch loop over the input topic.
+
+Ownership: the consumer group assigns input partitions; on assignment the worker claims them in
+PostgreSQL (epoch bump: a zombie that still thinks it owns one is fenced at its next commit),
+applies Redis ops left pending, seeks to the positions stored in PostgreSQL and sends the outbox
+left unsent. Each batch is one fenced unit of work (``batch.py``); then the outbox is sent and
+offsets are committed to Kafka, best-effort (PostgreSQL holds the positions that matter).
+
+Concurrency: batches, ticks, outbox sends and the rebalance callbacks take one ``asyncio.Lock``,
+which is never held across ``getmany`` — a callback waiting for a lock held around ``getmany``
+deadlocks the group (aiokafka issue 335). A revocation therefore waits for the batch in flight
+to finish, then the partitions' caches are dropped.
+
+Pipelining: after a full batch (a backlog) the next ``getmany`` and its parsing run in a task while
+the batch holds the lock and waits on PostgreSQL; the batch never awaits that task. Its records are
+used only for partitions still ready and not rewound or re-positioned since it answered (``fetching``).
+
+Around it: ``ownership`` (rebalance callbacks, claiming, positioning), ``positions`` (seeking,
+lag), ``batch`` (one batch's unit of work, the record cache), ``deadletter``, ``outbox`` (sending,
+LISTEN), ``ticker`` (time-relative re-checks), ``catalog_cache``, ``metrics``, ``clock``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from aiokafka.errors import KafkaError
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from ..config import Settings
+from ..errors import FencedError as SwFencedError
+from ..errors import StoreUnavailable
+from ..kafka import create_consumer, create_producer, ensure_topics, kafka_errors
+from ..stores import postgres as pg
+from ..stores.errors import FencedError
+from .batch import BatchOutcome, BatchProcessor, SortedRecords
+from .catalog_cache import CatalogCache
+from .clock import Clock, SystemClock
+from .fetching import Fetched, fetch, usable
+from .metrics import WorkerMetrics
+from .outbox import OutboxListener, OutboxSender, backlog
+from .ownership import PartitionOwnership, RebalanceListener
+from .positions import consumer_lag
+from .record_cache import RecordCache
+from .ticker import REPLAN_SECONDS, Ticker, TickSchedule
+
+log = logging.getLogger(__name__)
+
+_FENCED = (FencedError, SwFencedError)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerOptions:
+    """Tuning knobs (defaults suit production; tests shorten the timeouts)."""
+
+    max_records: int = 2000
+    poll_timeout_ms: int = 500
+    # How long the broker may hold a fetch that has no records yet. Kafka answers as soon as a
+    # record arrives, but Tansu answers at this deadline (measured: at the default 500 ms every
+    # record waited 0–250 ms before the worker saw it); an idle poll every 50 ms costs nothing.
+    fetch_max_wait_ms: int = 50
+    # A fetch answered from aiokafka's prefetch buffer (records that waited out the last batch) is
+    # topped up by a second fetch of at most this long: what arrived since (``fetching.fetch``).
+    top_up_ms: int = 20
+    session_timeout_ms: int = 10_000
+    heartbeat_interval_ms: int = 3_000
+    max_poll_interval_ms: int = 300_000
+    owner: str | None = None
+    outbox_batch_rows: int = 5000
+    records_per_partition: int = 50_000
+    pool_max_size: int = 4
+    retry_backoff_seconds: float = 1.0
+    commit_timeout_seconds: float = 5.0
+    # Leaving the group waits for aiokafka's coordination task, which a group that never settles
+    # keeps rejoining (seen on Tansu); past this the member expires instead.
+    leave_timeout_seconds: float = 10.0
+    # /healthz fails when the batch loop has not come round for this long (a hung store call).
+    stall_seconds: float = 120.0
+
+
+def default_owner() -> str:
+    """A name for this process in ``partitions.owner`` (host, pid, random suffix)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Worker(PartitionOwnership):
+    """One worker process's consumer, producer, stores and background tasks."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        metrics: WorkerMetrics | None = None,
+        options: WorkerOptions | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock: Clock = clock or SystemClock()
+        self.metrics = metrics or WorkerMetrics()
+        self.options = options or WorkerOptions()
+        self.owner = self.options.owner or default_owner()
+        self.owned: dict[int, int] = {}  # partition → epoch claimed
+        self.batches = 0
+        self.fetched_ahead = 0  # fetches started while a batch was in flight (tests, logs)
+        self.last_batch: BatchOutcome | None = None
+        self._unready: set[int] = set()  # assigned but not (re)positioned yet: paused
+        self._lock = asyncio.Lock()
+        self._to_commit: dict[int, int] = {}
+        self._moves: dict[int, int] = {}  # see PartitionOwnership._moves
+        self._tick_wanted = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._commit_task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._started = False
+        self._loop_at = time.monotonic()  # when the batch loop last came round (liveness)
+        self._pool: asyncpg.Pool | None = None
+        self._redis: Redis | None = None
+        self._producer: Any = None
+        self._consumer: Any = None
+        self._listener: OutboxListener | None = None
+        self._records = RecordCache(
+            self.options.records_per_partition, max_bytes=settings.record_cache_mb * 2**20
+        )
+        self._catalogs = CatalogCache()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Create topics if missing, record the input partition count, connect, join the group."""
+        s = self.settings
+        dsn = s.require_database_url()
+        counts = await ensure_topics(s.kafka_bootstrap, s)
+        try:
+            self._pool = pool = await pg.create_pool(dsn, min_size=1, max_size=self.options.pool_max_size)
+            async with pool.acquire() as conn:
+                await pg.record_topic(conn, s.topic_events, counts[s.topic_events])
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StoreUnavailable(
+                f"cannot reach PostgreSQL: {exc}", context={"operation": "worker start"}
+            ) from exc
+        self._redis = Redis.from_url(s.require_redis_url())
+        try:
+            await self._redis.ping()
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(
+                f"cannot reach Redis: {exc}", context={"operation": "worker start"}
+            ) from exc
+        self._producer = create_producer(s.kafka_bootstrap, client_id=f"segment-worker-{self.owner}")
+        with kafka_errors("start producer", bootstrap=s.kafka_bootstrap):
+            await self._producer.start()
+        self._listener = OutboxListener(dsn)
+        await self._listener.connect()
+        self._outbox = OutboxSender(
+            self._producer, s.topic_membership, self.metrics, batch_rows=self.options.outbox_batch_rows
+        )
+        self._processor = BatchProcessor(
+            pool=pool,
+            redis=self._redis,
+            producer=self._producer,
+            clock=self.clock,
+            metrics=self.metrics,
+            group=s.consumer_group,
+            topic=s.topic_events,
+            dlq_topic=s.topic_dlq,
+            catalogs=self._catalogs,
+            records=self._records,
+            before_commit=self._outbox.mark_in,
+            on_connection=self._listener.ignore_pid,
+        )
+        self._ticker = Ticker(
+            pool,
+            self._redis,
+            self._catalogs,
+            self.clock,
+            self.metrics,
+            on_connection=self._listener.ignore_pid,
+        )
+        o = self.options
+        self._consumer = create_consumer(
+            s.kafka_bootstrap,
+            group_id=s.consumer_group,
+            client_id=f"segment-worker-{self.owner}",
+            session_timeout_ms=o.session_timeout_ms,
+            heartbeat_interval_ms=o.heartbeat_interval_ms,
+            max_poll_interval_ms=o.max_poll_interval_ms,
+            max_poll_records=o.max_records,
+            fetch_max_wait_ms=o.fetch_max_wait_ms,
+        )
+        with kafka_errors("start consumer", bootstrap=s.kafka_bootstrap):
+            await self._consumer.start()
+        self._consumer.subscribe([s.topic_events], listener=RebalanceListener(self))
+        self._tasks = [
+            asyncio.create_task(self._guard("housekeeping", self._housekeeping)),
+            asyncio.create_task(self._guard("outbox", self._outbox_loop)),
+        ]
+        log.info(
+            "worker %s started: group %s, input %s (%d partitions)",
+            self.owner,
+            s.consumer_group,
+            s.topic_events,
+            counts[s.topic_events],
+        )
+
+    def stop(self) -> None:
+        """Ask ``run`` to finish the batch in flight and return."""
+        self._stopping.set()
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Start, consume until ``stop`` is set (or ``stop()`` is called), then close cleanly."""
+        waiter = asyncio.create_task(stop.wait()) if stop is not None else None
+        if waiter is not None:
+            waiter.add_done_callback(lambda _: self._stopping.set())
+        try:
+            await self.start()
+            await self._loop()
+        finally:
+            if waiter is not None:
+                waiter.cancel()
+            await self.close()
+
+    async def close(self) -> None:
+        """Leave the group and close producer, consumer, connections (idempotent)."""
+        self._stopping.set()
+        for task in [*self._tasks, *([self._commit_task] if self._commit_task else [])]:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+        if self._consumer is not None:
+            if self._to_commit:  # a last best-effort commit, so Kafka tools show the true position
+                await self._do_commit(self._to_commit)
+            try:
+                # Leaves the group: the others rebalance at once.
+                await asyncio.wait_for(self._consumer.stop(), self.options.leave_timeout_seconds)
+            except TimeoutError:
+                log.warning("leaving the consumer group took over %.0f s; the broker expires the member",
+                            self.options.leave_timeout_seconds)
+            except Exception as exc:
+                log.debug("consumer stop failed: %s", exc)
+            self._consumer = None
+        if self._producer is not None:
+            with contextlib.suppress(Exception):
+                await self._producer.stop()
+            self._producer = None
+        if self._listener is not None:
+            await self._listener.close()
+        if self._pool is not None:
+            with contextlib.suppress(Exception):
+                await self._pool.close()
+            self._pool = None
+        if self._redis is not None:
+            with contextlib.suppress(Exception):
+                await self._redis.aclose()
+            self._redis = None
+        self.owned.clear()
+        self.metrics.set_owned(self.owner, 0)
+
+    def liveness(self) -> tuple[bool, str]:
+        """``/healthz``: the batch loop keeps coming round (safe to call from another thread)."""
+        stalled = time.monotonic() - self._loop_at
+        if stalled > self.options.stall_seconds:
+            return False, f"batch loop stalled for {stalled:.0f} s"
+        return True, "ok"
+
+    def readiness(self) -> tuple[bool, str]:
+        """``/readyz``: started (stores reached, group joined) and not stopping."""
+        if self._stopping.is_set():
+            return False, "stopping"
+        if not self._started:
+            return False, "starting: connecting to Kafka, PostgreSQL and Redis"
+        return True, f"{len(self.owned)} partitions owned"
+
+    def tick_now(self) -> None:
+        """Run the ticker at once instead of waiting for the next period (tests, operators)."""
+        self._tick_wanted.set()
+
+    # -- the batch loop --------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        ahead: asyncio.Task[Fetched] | None = None
+        stopping = asyncio.create_task(self._stopping.wait())
+        try:
+            self._started = True
+            while not self._stopping.is_set():
+                self._loop_at = time.monotonic()
+                if self._unready:
+                    await self._recover()
+                fetching = ahead if ahead is not None else asyncio.create_task(self._fetch_parsed())
+                ahead = None
+                # getmany waits, past its timeout, for a rebalance in progress to end; a group that
+                # never settles (seen on Tansu: endless rejoins) must not keep SIGTERM from close().
+                await asyncio.wait((fetching, stopping), return_when=asyncio.FIRST_COMPLETED)
+                if not fetching.done():
+                    ahead = fetching  # cancelled below
+                    break
+                fetched = fetching.result()
+                if fetched.error is not None:
+                    log.warning("fetch failed: %s", fetched.error)
+                    self.metrics.errors.labels("fetch").inc()
+                    await asyncio.sleep(self.options.retry_backoff_seconds)
+                    continue
+                if not fetched.parts:
+                    if self._outbox.has_unmarked:
+                        await self._flush_marks()  # idle: no batch transaction is coming to carry them
+                    continue
+                if fetched.records >= self.options.max_records:
+                    # A backlog: fetch and parse the next batch while this one waits on PostgreSQL.
+                    # Below it, fetching after the batch picks up more records at lower latency.
+                    ahead = asyncio.create_task(self._fetch_parsed())
+                    self.fetched_ahead += 1
+                async with self._lock:
+                    batch = usable(fetched, {p for p in self.owned if p not in self._unready}, self._moves)
+                    ok = await self._batch(batch) if batch.records else True
+                if not ok:
+                    await asyncio.sleep(self.options.retry_backoff_seconds)
+                self._commit_kafka()
+        finally:
+            stopping.cancel()
+            if ahead is not None:
+                ahead.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await ahead
+
+    async def _fetch_parsed(self) -> Fetched:
+        """``getmany`` (never under the lock), then parse its records."""
+        o = self.options
+        return await fetch(self._consumer, self.settings.topic_events, self._partition_count(), self._moves,
+                           timeout_ms=o.poll_timeout_ms, max_records=o.max_records, top_up_ms=o.top_up_ms)
+
+    async def _batch(self, batch: SortedRecords) -> bool:
+        """Process one batch; on failure rewind its partitions (answers False: back off)."""
+        parts = set(batch.next_offsets)
+        try:
+            outcome = await self._processor.run(batch, self.owned, self._partition_count())
+        except _FENCED as exc:
+            lost = set(getattr(exc, "partitions", None) or parts)
+            log.warning("fenced on partitions %s (claimed by another worker); dropping them", sorted(lost))
+            self.metrics.fenced.inc()
+            self._lose(lost)
+            self._rewind(parts - lost)
+            return True
+        except Exception:
+            log.exception(
+                "batch over partitions %s failed; re-reading them from the stored offsets", sorted(parts)
+            )
+            self.metrics.errors.labels("batch").inc()
+            self._rewind(parts)
+            return False
+        self.batches += 1
+        log.debug("batch %s", outcome)
+        self.last_batch = outcome
+        self._to_commit.update(batch.next_offsets)
+        await self._send_outbox(self.owned)
+        return True
+
+    def _partition_count(self) -> int:
+        found = self._consumer.partitions_for_topic(self.settings.topic_events)
+        return len(found) if found else self.settings.input_partitions
+
+    async def _flush_marks(self) -> None:
+        assert self._pool is not None
+        async with self._lock:
+            try:
+                await self._outbox.flush_marks(self._pool)
+            except Exception as exc:
+                log.warning("marking sent outbox rows failed (%s); they may be sent again", exc)
+                self.metrics.errors.labels("outbox").inc()
+
+    def _commit_kafka(self) -> None:
+        """Commit consumed positions to Kafka in the background, one commit at a time."""
+        if not self._to_commit or (self._commit_task is not None and not self._commit_task.done()):
+            return
+        offsets, self._to_commit = self._to_commit, {}
+        self._commit_task = asyncio.create_task(self._do_commit(offsets))
+
+    async def _do_commit(self, offsets: dict[int, int]) -> None:
+        try:
+            assigned = self._consumer.assignment()
+            valid = {tp: offsets[tp.partition] for tp in self._tps(offsets) if tp in assigned}
+            if valid:
+                await asyncio.wait_for(self._consumer.commit(valid), self.options.commit_timeout_seconds)
+        except (KafkaError, TimeoutError) as exc:
+            # Expected during a rebalance (aiokafka issue 929); PostgreSQL has the positions.
+            log.debug("Kafka offset commit skipped: %s", exc)
+
+    # -- rebalance callbacks -------------------------------------------------------------------
+
+    # -- background tasks ------------------------------------------------------------------------
+
+    async def _guard(self, name: str, body: Callable[[], Awaitable[None]]) -> None:
+        while not self._stopping.is_set():
+            try:
+                await body()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s task failed; restarting it", name)
+                self.metrics.errors.labels(name).inc()
+                await asyncio.sleep(self.options.retry_backoff_seconds)
+
+    async def _housekeeping(self) -> None:
+        """Ticks (time-relative re-checks, then the outbox poll) just after the next instant a
+        membership can flip, re-planned after batches, at once for newly owned partitions, and at
+        least every ``tick_seconds`` (``ticker.TickSchedule``); every ``tick_seconds`` the LISTEN
+        reconnect, lag and backlog."""
+        assert self._pool is not None and self._listener is not None
+        loop = asyncio.get_running_loop()
+        period = self.settings.tick_seconds
+        plan = TickSchedule(period, loop.time())
+        observe_due = loop.time() + period
+        ticked: set[int] = set()  # the partitions the last tick covered (and planned for)
+        batches = self.batches
+        replan_after = loop.time()
+        while not self._stopping.is_set():
+            # Wake at least every floor: batches may have written values that flip sooner.
+            wake = min(plan.due, observe_due, loop.time() + plan.floor)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._tick_wanted.wait(), max(0.0, wake - loop.time()))
+            forced = self._tick_wanted.is_set()
+            self._tick_wanted.clear()
+            now = loop.time()
+            fresh = {p for p in self.owned if p not in self._unready} - ticked
+            if forced or now >= plan.due or (fresh and now >= plan.not_before):
+                next_flip = None
+                async with self._lock:
+                    ready = {p: e for p, e in self.owned.items() if p not in self._unready}
+                    if ready:
+                        try:
+                            done = await self._ticker.tick(ready, plan_ahead=period)
+                            self._records.evict(done.changed)
+                            next_flip = done.next_flip
+                        except _FENCED as exc:
+                            lost = set(getattr(exc, "partitions", None) or ready)
+                            log.warning("ticker fenced on partitions %s; dropping them", sorted(lost))
+                            self.metrics.fenced.inc()
+                            self._lose(lost)
+                        await self._send_outbox(self.owned)
+                ticked, batches = set(ready), self.batches
+                plan.ticked(loop.time())
+                plan.flip_at(next_flip, self.clock.now(), loop.time())
+            elif self.batches != batches and ticked and now >= replan_after:
+                batches, replan_after = self.batches, now + REPLAN_SECONDS
+                mine = sorted(ticked & self.owned.keys())
+                wall, now = self.clock.now(), loop.time()
+                plan.flip_at(await self._ticker.next_boundary(mine, plan.until(wall, now)), wall, now)
+            if loop.time() >= observe_due:
+                observe_due = loop.time() + period
+                await self._listener.connect()
+                await self._observe()
+
+    async def _outbox_loop(self) -> None:
+        """Send other writers' commits (API calls) as soon as they are notified."""
+        assert self._listener is not None
+        while not self._stopping.is_set():
+            await self._listener.event.wait()
+            notified = self._listener.take()
+            async with self._lock:
+                await self._send_outbox(notified & set(self.owned))
+
+    async def _observe(self) -> None:
+        """Consumer lag per owned partition and the outbox backlog (the gauges)."""
+        assert self._pool is not None
+        owned = sorted(self.owned)
+        self.metrics.set_backlog(self.owner, await backlog(self._pool, owned))
+        tps = [tp for tp in self._tps(owned) if tp in self._consumer.assignment()]
+        for tp, lag in (await consumer_lag(self._consumer, tps)).items():
+            self.metrics.consumer_lag.labels(str(tp.partition)).set(lag)

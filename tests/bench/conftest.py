@@ -1,0 +1,1 @@
+"""The benchmark's smoke test (a short real run)."""

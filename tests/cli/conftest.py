@@ -1,0 +1,1 @@
+"""Command-line tests: the click commands, in-process and as real processes."""

@@ -1,0 +1,1 @@
+"""Pure-core tests (events, apply, engine, partitioning, CSV parsing, schemas): no servers."""

@@ -1,0 +1,1 @@
+"""The deployment kit: compose file and Kubernetes manifests."""

@@ -1,0 +1,1 @@
+"""`segment-worker dev` tests: the whole embedded stack as a user starts it."""

@@ -1,0 +1,1 @@
+"""Rule tests: validation, both evaluators (Python predicate and SQL) and their agreement."""

@@ -1,0 +1,118 @@
+"""The set-based diff (``stores.pg_diff``): grouped Redis op rows, one pass over stored rows,
+and the same result whether the scan goes through the temporary table or a candidate list."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+from redis.asyncio import Redis
+
+from helpers.stores import T0, new_partitions, new_ws, state
+from segment_worker.stores import OpKind
+from segment_worker.stores import postgres as pg
+from segment_worker.stores.keys import glob_escape, segment_key
+from segment_worker.stores.redis import read_set, scan_keys
+from segment_worker.stores.unit import partition_unit
+
+VIP_SQL = "c.tags @> $1::text[]"
+CAUSE = {"kind": "rules_changed"}
+
+
+async def test_a_full_diff_queues_one_op_row_per_partition_and_direction(conn: asyncpg.Connection) -> None:
+    ws = new_ws()
+    p, q = new_partitions(2)
+    seg = uuid.uuid4()
+    await pg.save_states(conn, [
+        state(ws, "a1", p, tags={"vip"}), state(ws, "a2", p, tags={"vip"}), state(ws, "b1", q, tags={"vip"}),
+        state(ws, "b2", q),
+    ])
+    await pg.diff_segment(conn, ws, seg, "VIPs", VIP_SQL, [["vip"]], cause=CAUSE, at=T0)
+    await pg.save_states(conn, [state(ws, "a1", p), state(ws, "b2", q, tags={"vip"})])
+    ts = await pg.diff_segment(conn, ws, seg, "VIPs", VIP_SQL, [["vip"]], cause=CAUSE, at=T0)
+    assert [(t.customer_id, t.seq, t.kind) for t in ts] == [("a1", 2, "exited"), ("b2", 1, "entered")]
+    rows = await conn.fetch(
+        "SELECT partition, op, member, members FROM redis_ops WHERE partition = ANY($1::int[]) ORDER BY id",
+        [p, q],
+    )
+    grouped = sorted((r["partition"], r["op"], r["member"], sorted(r["members"])) for r in rows)
+    assert grouped == sorted([
+        (p, int(OpKind.SADD), None, ["a1", "a2"]), (q, int(OpKind.SADD), None, ["b1"]),
+        (p, int(OpKind.SREM), None, ["a1"]), (q, int(OpKind.SADD), None, ["b2"]),
+    ])
+    # Expanded per member, in commit order: a1's SREM comes after its SADD.
+    ops = [(o.op, o.member) for o in await pg.fetch_redis_ops(conn, [p]) if o.member == "a1"]
+    assert ops == [(OpKind.SADD, "a1"), (OpKind.SREM, "a1")]
+
+
+async def test_full_scan_and_candidate_diffs_agree(conn: asyncpg.Connection) -> None:
+    ws = new_ws()
+    (p,) = new_partitions(1)
+    full, by_cand = uuid.uuid4(), uuid.uuid4()
+    states = [state(ws, f"c{i}", p, tags={"vip"} if i % 3 else set()) for i in range(30)]
+    await pg.save_states(conn, states)
+    for step in range(3):
+        changed = [state(ws, f"c{i}", p, tags={"vip"} if (i + step) % 2 else set()) for i in range(0, 30, 4)]
+        await pg.save_states(conn, changed)
+        a = await pg.diff_segment(conn, ws, full, "A", VIP_SQL, [["vip"]], cause=CAUSE, at=T0)
+        b = await pg.diff_segment(
+            conn, ws, by_cand, "B", VIP_SQL, [["vip"]], cause=CAUSE, at=T0,
+            candidates_sql=f"SELECT customer_id FROM customers WHERE workspace_id = '{ws}'",
+        )
+        assert [(t.customer_id, t.seq, t.kind) for t in a] == [(t.customer_id, t.seq, t.kind) for t in b]
+        assert a, "every step moves someone"
+    members = await conn.fetch(
+        "SELECT segment_id, count(*) FILTER (WHERE is_member) AS n FROM memberships"
+        " WHERE segment_id = ANY($1::uuid[]) GROUP BY 1", [full, by_cand],
+    )
+    counts = await pg.segment_member_counts(conn, [full, by_cand])
+    assert {r["segment_id"]: r["n"] for r in members} == counts
+    assert counts[full] == counts[by_cand] > 0
+
+
+async def test_the_counting_diff_writes_what_the_answering_one_does(conn: asyncpg.Connection) -> None:
+    ws = new_ws()
+    (p,) = new_partitions(1)
+    answered, counted = uuid.uuid4(), uuid.uuid4()
+    await pg.save_states(conn, [state(ws, f"c{i}", p, tags={"vip"} if i % 3 else set()) for i in range(30)])
+    for step in range(2):
+        await pg.save_states(conn, [state(ws, f"c{i}", p, tags={"vip"} if (i + step) % 2 else set())
+                                    for i in range(0, 30, 4)])
+        ts = await pg.diff_segment(conn, ws, answered, "A", VIP_SQL, [["vip"]], cause=CAUSE, at=T0)
+        n = await pg.diff_segment_count(conn, ws, counted, "C", VIP_SQL, [["vip"]], cause=CAUSE, at=T0)
+        assert n == len(ts) > 0
+    written = await conn.fetch(
+        "SELECT segment_id, customer_id, seq, kind FROM transitions WHERE segment_id = ANY($1::uuid[])"
+        " ORDER BY customer_id, seq", [answered, counted],
+    )
+    per_segment = {sid: [(r["customer_id"], r["seq"], r["kind"]) for r in written if r["segment_id"] == sid]
+                   for sid in (answered, counted)}
+    assert per_segment[answered] == per_segment[counted]
+    counts = await pg.segment_member_counts(conn, [answered, counted])
+    assert counts[answered] == counts[counted] > 0
+
+
+async def test_a_full_diff_reaches_redis_through_the_unit(pool: asyncpg.Pool, redis: Redis) -> None:
+    ws = new_ws()
+    p, q = new_partitions(2)
+    seg = uuid.uuid4()
+    key = segment_key(ws, seg)
+    try:
+        async with partition_unit(pool, redis, [p, q]) as u:
+            await pg.save_states(u.conn, [state(ws, f"c{i}", (p, q)[i % 2], tags={"vip"}) for i in range(50)])
+            await pg.diff_segment(u.conn, ws, seg, "VIPs", VIP_SQL, [["vip"]], cause=CAUSE, at=T0)
+        assert u.applied_ops == 50
+        assert await read_set(redis, key) == {f"c{i}" for i in range(50)}
+        async with partition_unit(pool, redis, [p, q]) as u:
+            await pg.save_states(u.conn, [state(ws, f"c{i}", (p, q)[i % 2]) for i in range(0, 50, 5)])
+            await pg.diff_segment(u.conn, ws, seg, "VIPs", VIP_SQL, [["vip"]], cause=CAUSE, at=T0)
+        assert await read_set(redis, key) == {f"c{i}" for i in range(50) if i % 5}
+        async with pool.acquire() as conn:
+            assert await pg.fetch_redis_ops(conn, [p, q]) == []
+    finally:
+        for k in await scan_keys(redis, f"sw:{{{glob_escape(ws)}}}:*"):
+            await redis.delete(k)
+        async with pool.acquire() as conn:
+            await conn.execute("DELETE FROM memberships WHERE segment_id = $1", seg)
+            await conn.execute("DELETE FROM segment_counts WHERE segment_id = $1", seg)
+            await conn.execute("DELETE FROM customers WHERE workspace_id = $1", ws)
