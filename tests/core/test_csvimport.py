@@ -14,10 +14,9 @@ from segment_worker.csvimport import (
     SAMPLE_CSV,
     CsvFileError,
     CsvProblem,
-    is_valid,
-    normalise_phone,
     parse_csv,
 )
+from segment_worker.phones import is_valid, normalise_phone
 
 
 def _phones(data: bytes, region: str | None = None) -> list[str]:

@@ -24,10 +24,10 @@ import psutil
 import pytest
 
 from helpers.processes import still_alive
-from segment_worker import demo
 from segment_worker.childproc import free_port, port_answers
 from segment_worker.config import Settings
 from segment_worker.csvimport import parse_csv
+from segment_worker.dev import demo
 from segment_worker.dev.processes import DevError, bind_api_socket, lock_data_dir
 from segment_worker.dev.seed import Produced, forget_positions, wait_processed
 from segment_worker.stores import postgres as pg
