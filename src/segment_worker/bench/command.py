@@ -1,4 +1,4 @@
-"""``segment-worker bench``: the click command (registered on the CLI group in ``cli.py``)."""
+"""``segment-worker bench``: the click command (registered on the CLI group in ``cli/main.py``)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Operator commands: ``segment-worker dev`` (everything local, with a demo) and
 ``segment-worker reconcile`` (compare Redis with PostgreSQL, repair, report drift).
 
-Registered on the group at the bottom of ``cli.py``; this module imports ``cli`` (and anything
+Registered on the group at the bottom of ``cli/main.py``; this module imports ``cli.main`` (and anything
 heavy) only inside the commands, so ``python -m segment_worker.cli`` has no import cycle.
 """
 

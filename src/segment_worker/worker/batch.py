@@ -1,4 +1,4 @@
-"""One batch of input records through the commit order (DESIGN.md "Commit order").
+"""One batch of input records through the commit order (steps 1–5 in ``stores.unit``; 6–7 in ``loop``).
 
 records → parse (bad → DLQ) → key check (wrong → re-published) → one ``partition_unit`` over the
 batch's partitions, fenced by their epochs: catalogues (revalidated), customer records (cached),

@@ -352,7 +352,7 @@ class Worker:
                     ok = await self._batch(batch) if batch.records else True
                 if not ok:
                     await asyncio.sleep(self.options.retry_backoff_seconds)
-                self._commit_kafka()
+                self._commit_kafka()  # commit order step 7 (stores.unit)
         finally:
             stopping.cancel()
             if ahead is not None:
@@ -389,7 +389,7 @@ class Worker:
         log.debug("batch %s", outcome)
         self.last_batch = outcome
         self.partitions.consumed(batch.next_offsets)
-        await self._send_outbox(self.owned)
+        await self._send_outbox(self.owned)  # commit order step 6 (stores.unit)
         return True
 
     def _fenced(self, exc: BaseException, parts: Iterable[int], what: str) -> set[int]:
