@@ -47,6 +47,7 @@ from ..stores.errors import FencedError
 from .batch import BatchOutcome, BatchProcessor, SortedRecords
 from .catalog_cache import CatalogCache
 from .clock import Clock, SystemClock
+from .failures import Backoff
 from .fetching import Fetched, fetch, usable
 from .metrics import WorkerMetrics
 from .outbox import OutboxListener, OutboxSender, backlog
@@ -81,6 +82,10 @@ class WorkerOptions:
     records_per_partition: int = 50_000
     pool_max_size: int = 4
     retry_backoff_seconds: float = 1.0
+    # A failed batch (transient: connection lost, timeouts) is retried after a jittered exponential
+    # backoff from this much up to the cap (``failures.Backoff``), so workers do not retry in step.
+    batch_backoff_seconds: float = 0.1
+    batch_backoff_max_seconds: float = 5.0
     commit_timeout_seconds: float = 5.0
     # Leaving the group waits for aiokafka's coordination task, which a group that never settles
     # keeps rejoining (seen on Tansu); past this the member expires instead.
@@ -116,6 +121,7 @@ class Worker(PartitionOwnership):
         self.last_batch: BatchOutcome | None = None
         self._unready: set[int] = set()  # assigned but not (re)positioned yet: paused
         self._lock = asyncio.Lock()
+        self._backoff = Backoff(self.options.batch_backoff_seconds, self.options.batch_backoff_max_seconds)
         self._to_commit: dict[int, int] = {}
         self._moves: dict[int, int] = {}  # see PartitionOwnership._moves
         self._tick_wanted = asyncio.Event()
@@ -324,7 +330,7 @@ class Worker(PartitionOwnership):
                     batch = usable(fetched, {p for p in self.owned if p not in self._unready}, self._moves)
                     ok = await self._batch(batch) if batch.records else True
                 if not ok:
-                    await asyncio.sleep(self.options.retry_backoff_seconds)
+                    await asyncio.sleep(self._backoff.next())
                 self._commit_kafka()
         finally:
             stopping.cancel()
@@ -340,10 +346,11 @@ class Worker(PartitionOwnership):
                            timeout_ms=o.poll_timeout_ms, max_records=o.max_records, top_up_ms=o.top_up_ms)
 
     async def _batch(self, batch: SortedRecords) -> bool:
-        """Process one batch; on failure rewind its partitions (answers False: back off)."""
+        """Process one batch, isolating poison records (``BatchProcessor.run_isolating``); on a
+        transient failure rewind its partitions (answers False: back off)."""
         parts = set(batch.next_offsets)
         try:
-            outcome = await self._processor.run(batch, self.owned, self._partition_count())
+            outcome = await self._processor.run_isolating(batch, self.owned, self._partition_count())
         except _FENCED as exc:
             lost = set(getattr(exc, "partitions", None) or parts)
             log.warning("fenced on partitions %s (claimed by another worker); dropping them", sorted(lost))
@@ -351,13 +358,16 @@ class Worker(PartitionOwnership):
             self._lose(lost)
             self._rewind(parts - lost)
             return True
-        except Exception:
-            log.exception(
-                "batch over partitions %s failed; re-reading them from the stored offsets", sorted(parts)
+        except Exception as exc:
+            log.warning(
+                "batch over partitions %s failed (transient, attempt %d): %s: %s; re-reading them from the"
+                " stored offsets after a backoff", sorted(parts), self._backoff.attempts + 1,
+                type(exc).__name__, exc, exc_info=log.isEnabledFor(logging.DEBUG),
             )
             self.metrics.errors.labels("batch").inc()
             self._rewind(parts)
             return False
+        self._backoff.reset()
         self.batches += 1
         log.debug("batch %s", outcome)
         self.last_batch = outcome
