@@ -359,10 +359,10 @@ class Worker(PartitionOwnership):
             self._rewind(parts - lost)
             return True
         except Exception as exc:
-            log.warning(
+            log.error(
                 "batch over partitions %s failed (transient, attempt %d): %s: %s; re-reading them from the"
                 " stored offsets after a backoff", sorted(parts), self._backoff.attempts + 1,
-                type(exc).__name__, exc, exc_info=log.isEnabledFor(logging.DEBUG),
+                type(exc).__name__, exc, exc_info=True,
             )
             self.metrics.errors.labels("batch").inc()
             self._rewind(parts)
