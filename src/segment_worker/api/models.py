@@ -12,6 +12,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
+from .. import limits
 from ..timeutil import format_ms
 
 Timestamp = Annotated[
@@ -29,7 +30,7 @@ Rules = Annotated[
     ),
 ]
 CustomerId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^\S+$")]
-Tag = Annotated[str, Field(min_length=1, max_length=256)]
+Tag = Annotated[str, Field(min_length=1, max_length=limits.TAG_MAX_CHARS)]
 
 T = TypeVar("T")
 
@@ -78,7 +79,10 @@ class WorkspaceOut(BaseModel):
 
 class AttributeIn(Request):
     type: AttributeType
-    options: list[str] | None = Field(default=None, description="select / multi_select only; null = open")
+    # An option longer than an attribute text (limits) could never be a value.
+    options: list[Annotated[str, Field(max_length=limits.ATTRIBUTE_TEXT_MAX_CHARS)]] | None = Field(
+        default=None, description="select / multi_select only; null = open"
+    )
 
 
 class NamedAttributeIn(AttributeIn):

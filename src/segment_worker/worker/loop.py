@@ -49,6 +49,7 @@ from ..stores.errors import FencedError
 from .batch import BatchOutcome, BatchProcessor, SortedRecords
 from .catalog_cache import CatalogCache
 from .clock import Clock, SystemClock
+from .failures import Backoff
 from .fetching import Fetched, fetch, usable
 from .metrics import WorkerMetrics
 from .outbox import OutboxListener, OutboxSender, backlog
@@ -84,6 +85,10 @@ class WorkerOptions:
     records_per_partition: int = 50_000
     pool_max_size: int = 4
     retry_backoff_seconds: float = 1.0
+    # A failed batch (transient: connection lost, timeouts) is retried after a jittered exponential
+    # backoff from this much up to the cap (``failures.Backoff``), so workers do not retry in step.
+    batch_backoff_seconds: float = 0.1
+    batch_backoff_max_seconds: float = 5.0
     commit_timeout_seconds: float = 5.0
     # Leaving the group waits for aiokafka's coordination task, which a group that never settles
     # keeps rejoining (seen on Tansu); past this the member expires instead.
@@ -118,6 +123,7 @@ class Worker:
         self.fetched_ahead = 0  # fetches started while a batch was in flight (tests, logs)
         self.last_batch: BatchOutcome | None = None
         self._lock = asyncio.Lock()
+        self._backoff = Backoff(self.options.batch_backoff_seconds, self.options.batch_backoff_max_seconds)
         self._tick_wanted = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._commit_task: asyncio.Task[None] | None = None
@@ -351,7 +357,7 @@ class Worker:
                     batch = usable(fetched, self.partitions.ready().keys(), self.partitions.moves)
                     ok = await self._batch(batch) if batch.records else True
                 if not ok:
-                    await asyncio.sleep(self.options.retry_backoff_seconds)
+                    await asyncio.sleep(self._backoff.next())
                 self._commit_kafka()  # commit order step 7 (stores.unit)
         finally:
             stopping.cancel()
@@ -369,22 +375,26 @@ class Worker:
         )
 
     async def _batch(self, batch: SortedRecords) -> bool:
-        """Process one batch; on failure rewind its partitions (answers False: back off)."""
+        """Process one batch, isolating poison records (``BatchProcessor.run_isolating``); on a
+        transient failure rewind its partitions (answers False: back off)."""
         assert self._processor is not None and self._ownership is not None
         parts = set(batch.next_offsets)
         try:
-            outcome = await self._processor.run(batch, self.owned, self._partition_count())
+            outcome = await self._processor.run_isolating(batch, self.owned, self._partition_count())
         except _FENCED as exc:
             lost = self._fenced(exc, parts, "batch")
             self._ownership.rewind(parts - lost)
             return True
-        except Exception:
-            log.exception(
-                "batch over partitions %s failed; re-reading them from the stored offsets", sorted(parts)
+        except Exception as exc:
+            log.error(
+                "batch over partitions %s failed (transient, attempt %d): %s: %s; re-reading them from the"
+                " stored offsets after a backoff", sorted(parts), self._backoff.attempts + 1,
+                type(exc).__name__, exc, exc_info=True,
             )
             self.metrics.errors.labels("batch").inc()
             self._ownership.rewind(parts)
             return False
+        self._backoff.reset()
         self.batches += 1
         log.debug("batch %s", outcome)
         self.last_batch = outcome
