@@ -1,6 +1,6 @@
 // The console's shell: sign-in (token + workspace), the hash router, the header.
 import { session, get, setUnauthorizedHandler, ApiError, describe } from "./api.js";
-import { h, field } from "./ui.js";
+import { h, field, fill } from "./ui.js";
 import { segmentsPage } from "./segments.js";
 import { editorPage } from "./editor.js";
 import { membersPage } from "./members.js";
@@ -33,12 +33,12 @@ async function route() {
   for (const a of document.querySelectorAll("#nav a")) {
     if (a.dataset.nav === section) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
   }
-  main.replaceChildren(h("p", { class: "muted" }, "Loading…"));
+  fill(main, h("p", { class: "muted" }, "Loading…"));
   try {
     const result = await found[1](...hash.match(found[0]).slice(1));
     cleanup = typeof result === "function" ? result : null;
   } catch (err) {
-    main.replaceChildren(h("div", { class: "banner error", role: "alert" }, describe(err)));
+    fill(main, h("div", { class: "banner error", role: "alert" }, describe(err)));
   }
   main.focus({ preventScroll: true });
 }
@@ -81,7 +81,7 @@ function signIn(message) {
       signingIn = false;
     }
   });
-  main.replaceChildren(form);
+  fill(main, form);
   token.focus();
 }
 

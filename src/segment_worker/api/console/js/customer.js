@@ -2,7 +2,7 @@
 // moment later, so we re-read until the change shows), "Why is this customer in or out?"
 // (explain), and the customer page with memberships and history.
 import { get, patch, all, describe, ApiError } from "./api.js";
-import { h, field, toast, openDialog, fmtDate, fmtValue, tagChips, attrList, optOutBadge, table, sleep } from "./ui.js";
+import { h, field, toast, openDialog, fmtDate, fmtValue, tagChips, attrList, optOutBadge, table, sleep, fill } from "./ui.js";
 import { chipsInput, OP_LABELS } from "./rules.js";
 
 /** Open Edit Customer; answers true once the saved change is visible (or false if cancelled). */
@@ -19,7 +19,7 @@ export async function editCustomer(customerId) {
     body: h("div", {},
       h("p", { class: "muted" }, [c.phone, c.email, c.customer_id].filter(Boolean).join(" · ")),
       h("h3", {}, "Attributes"),
-      inputs.length ? h("div", { class: "grid2" }, inputs) : h("p", { class: "muted" }, "No attributes declared in this workspace."),
+      inputs.length ? h("div", { class: "form-grid" }, inputs) : h("p", { class: "muted" }, "No attributes declared in this workspace."),
       h("h3", {}, "Tags"),
       field("Tags (Enter adds, × removes)", chipsInput(tags, (v) => { tags = v; }, [], "edit-tags")),
       h("h3", {}, "Marketing"),
@@ -137,7 +137,7 @@ export async function customerPage(main, id) {
   const c = await get(path);
   const history = h("div", { id: "history" });
   const info = (label, value) => h("div", {}, h("div", { class: "muted small" }, label), h("div", {}, value));
-  main.replaceChildren(
+  fill(main, 
     h("div", { class: "crumbs" }, h("a", { href: "#/segments" }, "Segments"), " / Customer"),
     h("div", { class: "page-head" }, h("div", {}, h("h1", {}, c.name || c.customer_id),
       h("p", { class: "muted" }, [c.phone, c.email, c.customer_id].filter(Boolean).join(" · "))),
@@ -149,7 +149,8 @@ export async function customerPage(main, id) {
           c.memberships.length ? table([{ label: "Segment" }, { label: "Type" }, { label: "Joined" }, { label: "" }],
             c.memberships.map((m) => [h("a", { href: `#/segments/${m.segment_id}/members` }, m.segment_name),
               h("span", { class: `badge ${m.type}` }, m.type), fmtDate(m.joined_at, true),
-              h("button", { type: "button", class: "icon", onclick: () => explainDialog({ id: m.segment_id, name: m.segment_name }, id) }, "Why?")]))
+              m.type === "dynamic" ? h("button", { type: "button", class: "icon", "aria-label": `Why is this customer in ${m.segment_name}?`,
+                onclick: () => explainDialog({ id: m.segment_id, name: m.segment_name }, id) }, "Why?") : ""]))
             : h("p", { class: "muted" }, "In no segment.")),
         h("section", { class: "panel", "aria-labelledby": "hist-title" }, h("h2", { id: "hist-title" }, "Membership history"), history)),
       h("section", { class: "panel", "aria-labelledby": "prof-title" }, h("h2", { id: "prof-title" }, "Profile"),
@@ -163,7 +164,7 @@ export async function customerPage(main, id) {
   async function more() {
     const page = await get(`${path}/history`, { limit: 20, cursor });
     items.push(...page.items); cursor = page.next_cursor;
-    history.replaceChildren(items.length ? table([{ label: "When" }, { label: "Change" }, { label: "Segment" }, { label: "Cause" }],
+    fill(history, items.length ? table([{ label: "When" }, { label: "Change" }, { label: "Segment" }, { label: "Cause" }],
       items.map((x) => [h("span", { class: "nowrap" }, fmtDate(x.time, true)),
         h("span", { class: `badge ${x.type === "segment.entered" ? "yes" : "no"}` }, x.type === "segment.entered" ? "entered" : "left"),
         x.segment_name, x.cause.kind.replace("_", " ")]), { caption: "History" }) : h("p", { class: "muted" }, "No transitions yet."),

@@ -2,7 +2,7 @@
 // count of the rule (customers/search, debounced), the "+N / −M" of an edit (preview-edit) and
 // 422 problems shown at the row their JSON path names.
 import { get, post, patch, put, all, ApiError, describe } from "./api.js";
-import { h, field, toast, openDialog, debounce } from "./ui.js";
+import { h, field, toast, openDialog, debounce, fill } from "./ui.js";
 import { fieldCatalog, fromJson, toJson, newGroup, newCondition, ruleBuilder } from "./rules.js";
 
 export async function editorPage(main, id) {
@@ -48,7 +48,7 @@ export async function editorPage(main, id) {
       h("p", { class: "muted small" }, "Declared attributes can be used in filters."),
       attrList, h("button", { type: "button", id: "declare-attr", onclick: declare }, "+ Declare attribute")));
 
-  main.replaceChildren(
+  fill(main, 
     h("div", { class: "crumbs" }, h("a", { href: "#/segments" }, "Segments"), " / ", segment ? segment.name : "New"),
     h("div", { class: "page-head" }, h("h1", {}, segment ? `Edit “${segment.name}”` : "Create Segment")),
     h("div", { class: "grid2" }, form, side));
@@ -57,7 +57,7 @@ export async function editorPage(main, id) {
   drawAttributes();
 
   function drawAttributes() {
-    attrList.replaceChildren(...(attributes.length ? attributes.map((a) => h("li", {}, h("span", {}, a.name),
+    fill(attrList, ...(attributes.length ? attributes.map((a) => h("li", {}, h("span", {}, a.name),
       h("span", { class: "muted" }, a.type + (a.options ? ` · ${a.options.length} options` : ""))))
       : [h("li", { class: "muted" }, "None declared yet.")]));
   }
@@ -94,13 +94,13 @@ export async function editorPage(main, id) {
         builder.showProblems(err.problems, paths);
         countNote.textContent = "Fix the highlighted filters to see the count.";
       } else countNote.textContent = describe(err);
-      impact.replaceChildren();
+      fill(impact);
     }
   }, 350);
 
   function drawImpact(p) {
     const names = (list) => list.map((c) => c.name || c.phone || c.customer_id).join(", ");
-    impact.replaceChildren(
+    fill(impact, 
       h("h3", {}, "If you save this change"),
       h("div", { class: "impact", id: "impact-numbers" },
         h("span", { class: "plus", title: "would enter" }, `+${p.would_enter.toLocaleString()}`),

@@ -1,7 +1,7 @@
 // View Customers and Manage Customers of one segment: members (paginated), the pencil to Edit
 // Customer, "Why?" (explain), and for a static segment Add Customers, remove, Import CSV.
 import { get, post, del, api, describe } from "./api.js";
-import { h, field, toast, openDialog, confirmDialog, fmtDate, tagChips, attrList, optOutBadge, table, debounce } from "./ui.js";
+import { h, field, toast, openDialog, confirmDialog, fmtDate, tagChips, attrList, optOutBadge, table, debounce, fill } from "./ui.js";
 import { editCustomer, explainDialog } from "./customer.js";
 
 const MAX_CSV = 10 * 1024 * 1024; // CONTRACT §10: 10 MB = 10,485,760 bytes
@@ -18,7 +18,7 @@ export async function membersPage(main, id, mode) {
   const removeBtn = h("button", { type: "button", id: "remove-selected", disabled: true, onclick: removeSelected }, "Remove selected");
   const whyInput = h("input", { type: "text", id: "why-customer", placeholder: "Customer id", autocomplete: "off" });
 
-  main.replaceChildren(
+  fill(main, 
     h("div", { class: "crumbs" }, h("a", { href: "#/segments" }, "Segments"), " / ", segment.name),
     h("div", { class: "page-head" }, h("div", {}, heading, countLine),
       h("div", { class: "actions" },
@@ -32,7 +32,7 @@ export async function membersPage(main, id, mode) {
       "Customers join and leave by themselves as their data changes; to change who is in it, ",
       h("a", { href: `#/segments/${id}/edit` }, "edit its filters"), ".") : null,
     h("div", { class: "panel flush" }, manage && isStatic ? h("div", { class: "toolbar" }, removeBtn) : null, list),
-    h("section", { class: "panel", "aria-labelledby": "why-title" },
+    isStatic ? null : h("section", { class: "panel", "aria-labelledby": "why-title" },
       h("h2", { id: "why-title" }, "Why is a customer in or out?"),
       h("form", { class: "inline", onsubmit: (e) => { e.preventDefault(); if (whyInput.value.trim()) explainDialog(segment, whyInput.value.trim()); } },
         h("label", { for: "why-customer", class: "skip" }, "Customer id"), whyInput,
@@ -43,12 +43,12 @@ export async function membersPage(main, id, mode) {
     try {
       [segment, page] = await Promise.all([get(`/segments/${id}`),
         get(`/segments/${id}/members`, { limit: state.limit, cursor: state.cursors[state.page] })]);
-    } catch (err) { list.replaceChildren(h("div", { class: "banner error", role: "alert" }, describe(err))); return; }
+    } catch (err) { fill(list, h("div", { class: "banner error", role: "alert" }, describe(err))); return; }
     state.cursors[state.page + 1] = page.next_cursor;
     countLine.textContent = `${page.total.toLocaleString()} members · ${segment.type === "dynamic" ? "Dynamic" : "Static"}: ${segment.filter_summary}`;
     selected.clear(); syncRemove();
     if (!page.items.length) {
-      list.replaceChildren(h("div", { class: "empty" }, isStatic ? "No members yet. Add customers or import a CSV." : "No customer matches the filters now."));
+      fill(list, h("div", { class: "empty" }, isStatic ? "No members yet. Add customers or import a CSV." : "No customer matches the filters now."));
       return;
     }
     const headers = [
@@ -64,10 +64,12 @@ export async function membersPage(main, id, mode) {
       h("div", { class: "inline" },
         h("button", { type: "button", class: "icon", "aria-label": `Edit customer ${c.name || c.customer_id}`, title: "Edit customer",
           onclick: async () => { if (await editCustomer(c.customer_id)) load(); } }, "✎"),
-        h("button", { type: "button", class: "icon", onclick: () => explainDialog(segment, c.customer_id) }, "Why?")),
+        // A static segment has no rules to explain: its members were added by hand or import.
+        isStatic ? null : h("button", { type: "button", class: "icon", "aria-label": `Why is ${c.name || c.customer_id} in?`,
+          onclick: () => explainDialog(segment, c.customer_id) }, "Why?")),
     ]);
     const first = state.page * state.limit + 1;
-    list.replaceChildren(table(headers, rows, { caption: "Members" }), h("nav", { class: "pager", "aria-label": "Pages" },
+    fill(list, table(headers, rows, { caption: "Members" }), h("nav", { class: "pager", "aria-label": "Pages" },
       h("label", { for: "member-rows" }, "Rows per page"),
       h("select", { id: "member-rows", onchange: (e) => { state.limit = Number(e.target.value); state.cursors = [null]; state.page = 0; load(); } },
         [10, 25, 50].map((n) => h("option", { value: n, selected: n === state.limit }, n))),
@@ -97,12 +99,12 @@ export async function membersPage(main, id, mode) {
     const search = debounce(async () => {
       try {
         const page = await get(`/segments/${id}/candidates`, { q: q.value.trim(), limit: 25 });
-        results.replaceChildren(...(page.items.length ? page.items.map((c) => h("li", {}, h("label", { class: "check" },
+        fill(results, ...(page.items.length ? page.items.map((c) => h("li", {}, h("label", { class: "check" },
           h("input", { type: "checkbox", checked: picked.has(c.customer_id), onchange: (e) => {
             if (e.target.checked) picked.set(c.customer_id, c); else picked.delete(c.customer_id); sync();
           } }), h("span", {}, c.name || c.customer_id, h("span", { class: "muted" }, ` · ${c.phone || c.customer_id}`)))))
           : [h("li", { class: "muted" }, "No customer outside this segment matches.")]));
-      } catch (err) { results.replaceChildren(h("li", { class: "error-text" }, describe(err))); }
+      } catch (err) { fill(results, h("li", { class: "error-text" }, describe(err))); }
     }, 250);
     q.addEventListener("input", search);
     search();
@@ -142,7 +144,7 @@ export async function membersPage(main, id, mode) {
       const form = new FormData(); form.append("file", file, file.name);
       upload.disabled = true;
       try { drawReport(report, await api("POST", `/segments/${id}/import`, { body: form })); load(); }
-      catch (err) { report.replaceChildren(h("div", { class: "banner error", role: "alert" }, describe(err))); }
+      catch (err) { fill(report, h("div", { class: "banner error", role: "alert" }, describe(err))); }
       finally { upload.disabled = false; }
     });
     await openDialog({
@@ -172,7 +174,7 @@ export async function membersPage(main, id, mode) {
 
 function drawReport(box, r) {
   const stat = (label, n, sid) => h("div", { class: "stat", id: sid }, h("b", {}, n.toLocaleString()), label);
-  box.replaceChildren(
+  fill(box, 
     h("h3", {}, "Import report"),
     h("div", { class: "stats" }, stat("added", r.added, "rep-added"), stat("already members", r.already_members, "rep-already"),
       stat("new customers", r.created, "rep-created"), stat("invalid rows", r.invalid.length, "rep-invalid")),

@@ -1,6 +1,6 @@
 // The rule builder: a model of groups and conditions, its JSON (CONTRACT §4), the inputs each
 // field type takes, and the mapping of a 422's JSON path back to the row that caused it.
-import { h, nextId } from "./ui.js";
+import { h, nextId, fill } from "./ui.js";
 
 export const OPERATORS = {
   text: ["eq", "neq", "contains", "not_contains", "starts_with", "ends_with", "is_empty", "is_not_empty"],
@@ -131,7 +131,7 @@ export function ruleBuilder(container, root, ctx) {
 
   function render() {
     const focusId = document.activeElement && document.activeElement.id;
-    container.replaceChildren(groupView(root, null, 0));
+    fill(container, groupView(root, null, 0));
     if (focusId) document.getElementById(focusId)?.focus();
   }
 
@@ -264,7 +264,7 @@ export function chipsInput(values, onChange, suggestions, id) {
   const input = h("input", { type: "text", id, "aria-label": "Add a value (Enter)", list: listId, placeholder: "Type, then Enter" });
   const box = h("div", { class: "chips-input" });
   function draw() {
-    box.replaceChildren(...list.map((v, i) => h("span", { class: "chip" }, v,
+    fill(box, ...list.map((v, i) => h("span", { class: "chip" }, v,
       h("button", { type: "button", "aria-label": `Remove ${v}`, onclick: () => { list.splice(i, 1); onChange([...list]); draw(); input.focus(); } }, "×"))),
     input, listId ? h("datalist", { id: listId }, suggestions.map((s) => h("option", { value: s }))) : "");
   }

@@ -1,7 +1,7 @@
 // The Segments list: search, live member counts (polled while the tab is visible), cursor
 // pagination with rows per page, the row menu, Create Segment, Add default segments.
 import { get, post, patch, del, describe } from "./api.js";
-import { h, field, rowMenu, fmtDate, toast, openDialog, confirmDialog, debounce, table } from "./ui.js";
+import { h, field, rowMenu, fmtDate, toast, openDialog, confirmDialog, debounce, table, fill } from "./ui.js";
 
 export const POLL_MS = 4000;
 
@@ -10,7 +10,7 @@ export function segmentsPage(main) {
   const search = h("input", { type: "search", id: "seg-search", placeholder: "Search by name", autocomplete: "off" });
   const body = h("div", {});
   const live = h("span", { class: "live", id: "live-note" }, "Member counts update live");
-  main.replaceChildren(
+  fill(main, 
     h("div", { class: "page-head" },
       h("div", {}, h("h1", {}, "Segments"),
         h("p", { class: "muted" }, "Reusable groups of customers for campaigns: static lists and dynamic filters.")),
@@ -31,7 +31,7 @@ export function segmentsPage(main) {
     try {
       page = await get("/segments", { q: state.q, limit: state.limit, cursor: state.cursors[state.page] });
     } catch (err) {
-      if (!quiet) body.replaceChildren(h("div", { class: "banner error", role: "alert" }, describe(err)));
+      if (!quiet) fill(body, h("div", { class: "banner error", role: "alert" }, describe(err)));
       return;
     }
     if (mine !== seq) return; // a newer load answered first
@@ -54,7 +54,7 @@ export function segmentsPage(main) {
 
   function render(page) {
     if (!page.items.length) {
-      body.replaceChildren(h("div", { class: "empty" }, state.q ? `No segment's name contains “${state.q}”.`
+      fill(body, h("div", { class: "empty" }, state.q ? `No segment's name contains “${state.q}”.`
         : "No segments yet. Create one, or add the default segments."));
       return;
     }
@@ -83,7 +83,7 @@ export function segmentsPage(main) {
       state.limit = Number(e.target.value); localStorage.setItem("sw.rows", state.limit);
       state.cursors = [null]; state.page = 0; load();
     } }, [10, 25, 50].map((n) => h("option", { value: n, selected: n === state.limit }, n)));
-    body.replaceChildren(tbl, h("nav", { class: "pager", "aria-label": "Pages" },
+    fill(body, tbl, h("nav", { class: "pager", "aria-label": "Pages" },
       h("label", { for: "rows-per-page", class: "inline" }, "Rows per page"), rowsSel,
       h("span", { id: "page-range" }, `${first}–${first + page.items.length - 1} of ${state.total}`),
       h("button", { type: "button", "aria-label": "Previous page", disabled: state.page === 0,

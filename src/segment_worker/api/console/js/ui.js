@@ -149,5 +149,14 @@ export function table(headers, rows, { caption } = {}) {
     caption ? h("caption", { class: "skip" }, caption) : null,
     h("thead", {}, h("tr", {}, headers.map((x) => h("th", { scope: "col", class: x.num ? "num" : "" }, x.label)))),
     h("tbody", {}, rows.map((cells) => h("tr", {}, cells.map((c, i) =>
-      h("td", { "data-label": headers[i].label, class: headers[i].num ? "num" : (headers[i].cls || "") }, c))))));
+      // One wrapper per cell: on phones the row is a card of label + content pairs.
+      h("td", { "data-label": headers[i].label, class: headers[i].num ? "num" : (headers[i].cls || "") },
+        h("div", { class: "cell" }, c)))))));
+}
+
+/** Replace el's children, skipping null/false (DOM replaceChildren would print "null"). */
+export function fill(el, ...children) {
+  el.replaceChildren();
+  append(el, children);
+  return el;
 }

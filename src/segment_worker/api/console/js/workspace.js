@@ -1,7 +1,7 @@
 // Campaign audience (POST /audiences: the deduplicated union minus opted-out customers, as a
 // snapshot) and the workspace settings (timezone, default phone region, attributes).
 import { get, put, post, all, describe } from "./api.js";
-import { h, field, toast, table } from "./ui.js";
+import { h, field, toast, table, fill } from "./ui.js";
 import { attributeDialog } from "./editor.js";
 
 export async function audiencePage(main) {
@@ -14,7 +14,7 @@ export async function audiencePage(main) {
   const build = h("button", { type: "button", class: "primary", id: "aud-build", disabled: true }, "Build audience");
   const draw = () => {
     const q = filter.value.trim().toLowerCase();
-    list.replaceChildren(...segments.filter((s) => s.name.toLowerCase().includes(q)).map((s) => h("li", {},
+    fill(list, ...segments.filter((s) => s.name.toLowerCase().includes(q)).map((s) => h("li", {},
       h("label", { class: "check" }, h("input", { type: "checkbox", checked: picked.has(s.id), onchange: (e) => {
         if (e.target.checked) picked.add(s.id); else picked.delete(s.id);
         build.disabled = !picked.size;
@@ -27,17 +27,17 @@ export async function audiencePage(main) {
     try {
       const a = await post("/audiences", { segment_ids: [...picked], exclude_opted_out: exclude.checked });
       const names = segments.filter((s) => picked.has(s.id)).map((s) => s.name);
-      result.replaceChildren(h("div", { class: "panel" },
+      fill(result, h("div", { class: "panel" },
         h("h2", {}, "Audience ready"),
         h("div", { class: "countbox", id: "aud-count" }, a.count.toLocaleString()),
         h("p", {}, `customers in ${names.join(" or ")}`, exclude.checked ? ", without opted-out customers" : "", " — each counted once."),
         h("p", { class: "banner info" }, h("strong", {}, "A snapshot: "),
           "the audience is saved as it is now; later changes to these segments (or deleting them) do not change it. It expires after the configured lifetime (24 h by default)."),
         h("p", { class: "small" }, "Campaign senders read the Redis set ", h("code", { id: "aud-key" }, a.redis_key), ".")));
-    } catch (err) { result.replaceChildren(h("div", { class: "banner error", role: "alert" }, describe(err))); }
+    } catch (err) { fill(result, h("div", { class: "banner error", role: "alert" }, describe(err))); }
     finally { build.disabled = !picked.size; }
   });
-  main.replaceChildren(
+  fill(main, 
     h("div", { class: "page-head" }, h("div", {}, h("h1", {}, "Campaign audience"),
       h("p", { class: "muted" }, "Pick the segments a campaign goes to: each customer counts once, opted-out customers are left out."))),
     h("div", { class: "grid2" },
@@ -56,7 +56,7 @@ export async function settingsPage(main) {
   const region = h("input", { type: "text", id: "ws-region", value: ws.default_region || "", maxlength: "2", placeholder: "OM" });
   const error = h("p", { class: "error-text", role: "alert", hidden: true });
   const attrBox = h("div", { id: "settings-attrs" });
-  const drawAttrs = () => attrBox.replaceChildren(attributes.length
+  const drawAttrs = () => fill(attrBox, attributes.length
     ? table([{ label: "Name" }, { label: "Type" }, { label: "Options" }],
       attributes.map((a) => [h("code", {}, a.name), a.type, a.options ? a.options.join(", ") : "—"]), { caption: "Attributes" })
     : h("p", { class: "muted" }, "No attributes declared yet."));
@@ -73,7 +73,7 @@ export async function settingsPage(main) {
       toast(`Saved: ${saved.timezone}${saved.default_region ? `, region ${saved.default_region}` : ""}`);
     } catch (err) { error.hidden = false; error.textContent = describe(err); }
   });
-  main.replaceChildren(
+  fill(main, 
     h("div", { class: "page-head" }, h("h1", {}, "Settings")),
     h("div", { class: "grid2" }, form,
       h("section", { class: "panel", "aria-labelledby": "attrs-h" }, h("h2", { id: "attrs-h" }, "Custom attributes"), attrBox,
