@@ -175,7 +175,7 @@ async def sign_in(pg: Any, console: Console) -> None:
 def shot(console: Console) -> Callable[[Any, str], Any]:
     """``await shot(page, "segments")`` saves ``<shots>/segments.png``."""
 
-    async def take(pg: Any, name: str) -> None:
-        await pg.screenshot(path=str(console.shots / f"{name}.png"), full_page=False)
+    async def take(pg: Any, name: str, *, full_page: bool = False) -> None:
+        await pg.screenshot(path=str(console.shots / f"{name}.png"), full_page=full_page)
 
     return take

@@ -72,7 +72,7 @@ async def test_build_a_nested_rule_and_watch_its_count(page: Any, console: Conso
     r = await row(pg, NAME)
     await expect(r.locator(".count")).to_have_text(str(len(expected)))
     await expect(r).to_contain_text("Dynamic")
-    await shot(pg, "segments")
+    await shot(pg, "segment-created")
 
     # An event arrives: c04 (Arabic, bronze, not VIP) is tagged VIP. The list shows it without a
     # reload (its poll), and a reload is not what moved it: the page is the same one.

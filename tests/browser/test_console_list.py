@@ -48,10 +48,13 @@ async def test_defaults_pages_search_duplicate_rename(
     await pg.get_by_role("button", name="Add default segments").click()
     await expect(pg.locator("#toasts")).to_contain_text("All default segments exist already")
 
-    bulk = [f"Bulk list {i:02d}" for i in range(1, 7)]
+    lists = ["Spring sale", "Webinar attendees", "Ramadan offers", "Trade show leads", "Loyalty club",
+             "Beta testers"]
+    bulk = [f"Campaign list: {x}" for x in lists]
     cleanup.extend(bulk)
     for name in bulk:
-        r = await console.api.post("/segments", json={"name": name, "type": "static"})
+        body = {"name": name, "type": "static", "description": "Imported for one campaign"}
+        r = await console.api.post("/segments", json=body)
         assert r.status_code == 201, r.text
     total = 1 + len(DEFAULTS) + len(bulk)  # 12
     await pg.reload()
@@ -66,8 +69,9 @@ async def test_defaults_pages_search_duplicate_rename(
     await pg.get_by_label("Rows per page").select_option("25")
     await expect(rows).to_have_count(total)
     await expect(pg.get_by_role("button", name="Next page")).to_be_disabled()
+    await shot(pg, "segments")
 
-    await pg.get_by_label("Search by name").fill("BULK")
+    await pg.get_by_label("Search by name").fill("CAMPAIGN LIST")
     await expect(rows).to_have_count(len(bulk))
     await pg.get_by_label("Search by name").fill("no such segment")
     await expect(pg.locator(".empty")).to_contain_text("No segment's name contains")

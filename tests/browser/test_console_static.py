@@ -253,4 +253,4 @@ async def test_phone_width(page: Any, console: Console, shot: Any) -> None:
     await pg.get_by_role("menuitem", name="Edit").click()
     await pg.get_by_role("heading", name=f"Edit “{DYNAMIC}”").wait_for()
     assert await pg.evaluate("document.documentElement.scrollWidth") <= 390
-    await shot(pg, "phone-editor")
+    await shot(pg, "phone-editor", full_page=True)
