@@ -10,23 +10,19 @@ Screenshots go to ``docs/console/`` when ``CONSOLE_SCREENSHOTS=1``, else to a te
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 import pytest
-from console_data import ATTRIBUTES, Customer, customers, events
+from console_data import ATTRIBUTES, customers, events
+from console_env import Console
 
 from helpers.harness import WorkerHarness
-from helpers.kafka_io import produce
 from segment_worker.api import create_app
 from segment_worker.config import Settings
 from segment_worker.dev.processes import ApiServer, bind_api_socket
@@ -39,44 +35,14 @@ INSTALL = (
     "`.venv/bin/pip install -e '.[dev,browser]'` (scripts/test-browser does both); "
     "never `playwright install`"
 )
+# Visible inputs, selects, textareas and buttons with no accessible name (label, aria-label,
+# aria-labelledby or, for buttons, text).
+UNLABELLED_JS = """() => [...document.querySelectorAll('input, select, textarea, button')]
+  .filter((el) => el.type !== 'hidden' && el.getClientRects().length)
+  .filter((el) => !(el.labels && el.labels.length) && !el.getAttribute('aria-label')
+    && !el.getAttribute('aria-labelledby') && !(el.tagName === 'BUTTON' && el.textContent.trim()))
+  .map((el) => el.outerHTML.slice(0, 120))"""
 DOCS_SHOTS = Path(__file__).resolve().parents[2] / "docs" / "console"
-
-
-@dataclass
-class Console:
-    """What a test needs: the console's URL, the API, the workspace and its customers."""
-
-    url: str
-    token: str
-    ws: str
-    settings: Settings
-    api: httpx.AsyncClient
-    customers: dict[str, Customer]
-    shots: Path
-
-    async def send(self, *evs: dict[str, Any]) -> None:
-        """Produce input events (as an upstream CRM service would)."""
-        await produce(
-            self.settings.kafka_bootstrap,
-            self.settings.topic_events,
-            [(f"{e['workspace_id']}:{e['customer_id']}".encode(), orjson.dumps(e)) for e in evs],
-        )
-
-    def event(self, customer_id: str, etype: str, data: dict[str, Any]) -> dict[str, Any]:
-        """An input event for a customer of the workspace, with a fresh id and time."""
-        return {"event_id": f"console-{uuid.uuid4()}", "type": etype, "workspace_id": self.ws,
-                "customer_id": customer_id, "occurred_at": datetime.now(UTC).isoformat(), "data": data}
-
-    async def wait_customers(self, n: int, limit_s: float = 60.0) -> None:
-        """Until the worker has stored ``n`` customers of the workspace."""
-        deadline = asyncio.get_running_loop().time() + limit_s
-        while True:
-            r = await self.api.post("/customers/search", json={"rules": {"all": []}, "limit": 1})
-            if r.status_code == 200 and r.json()["total"] >= n:
-                return
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"the worker stored {r.json().get('total')} of {n} customers")
-            await asyncio.sleep(0.2)
 
 
 @pytest.fixture(scope="session")
@@ -177,5 +143,8 @@ def shot(console: Console) -> Callable[[Any, str], Any]:
 
     async def take(pg: Any, name: str, *, full_page: bool = False) -> None:
         await pg.screenshot(path=str(console.shots / f"{name}.png"), full_page=full_page)
+        # Every screen shot is also checked for form controls a screen reader could not name.
+        unlabelled = await pg.evaluate(UNLABELLED_JS)
+        assert not unlabelled, f"{name}: controls without a label: {unlabelled}"
 
     return take

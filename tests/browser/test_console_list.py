@@ -10,8 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-
-from conftest import Console
+from console_env import Console
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 

@@ -14,8 +14,7 @@ from typing import Any
 
 import pytest
 from console_data import english_vip_or_gold
-
-from conftest import Console
+from console_env import Console
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 
