@@ -88,8 +88,17 @@ function attributeInput(a, values) {
   } else if (a.type === "select" && a.options) {
     input = h("select", { id, onchange: (e) => set(e.target.value) }, h("option", { value: "" }, "—"),
       a.options.map((o) => h("option", { value: o, selected: o === v }, o)));
+  } else if (a.type === "multi_select" && a.options) {
+    // Declared options: tick them (an open multi_select takes free values below).
+    const chosen = new Set(Array.isArray(v) ? v : []);
+    input = h("div", { class: "options", role: "group", "aria-labelledby": `${id}-l`, id }, a.options.map((o) =>
+      h("label", { class: "option-chip" }, h("input", { type: "checkbox", checked: chosen.has(o), onchange: (e) => {
+        if (e.target.checked) chosen.add(o); else chosen.delete(o);
+        set(chosen.size ? a.options.filter((x) => chosen.has(x)) : null);
+      } }), o)));
+    return h("div", { class: "field" }, h("span", { class: "label", id: `${id}-l` }, `${a.name} (${a.type})`), input);
   } else if (a.type === "multi_select") {
-    input = chipsInput(Array.isArray(v) ? v : [], (x) => set(x.length ? x : null), a.options || [], id);
+    input = chipsInput(Array.isArray(v) ? v : [], (x) => set(x.length ? x : null), [], id);
   } else {
     const type = a.type === "number" ? "number" : a.type === "date" ? "date" : "text";
     input = h("input", { type, id, value: v ?? "", step: a.type === "number" ? "any" : null,

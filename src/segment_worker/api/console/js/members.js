@@ -61,7 +61,7 @@ export async function membersPage(main, id, mode) {
         h("div", { class: "desc" }, [c.phone, c.email].filter(Boolean).join(" · ") || c.customer_id)],
       optOutBadge(c.marketing_opt_out), attrList(c.attributes), h("div", {}, tagChips(c.tags)),
       h("span", { class: "nowrap" }, fmtDate(c.joined_at, true)),
-      h("div", { class: "inline" },
+      h("div", { class: "row-actions" },
         h("button", { type: "button", class: "icon", "aria-label": `Edit customer ${c.name || c.customer_id}`, title: "Edit customer",
           onclick: async () => { if (await editCustomer(c.customer_id)) load(); } }, "✎"),
         // A static segment has no rules to explain: its members were added by hand or import.
