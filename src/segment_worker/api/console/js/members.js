@@ -45,10 +45,12 @@ export async function membersPage(main, id, mode) {
         get(`/segments/${id}/members`, { limit: state.limit, cursor: state.cursors[state.page] })]);
     } catch (err) { fill(list, h("div", { class: "banner error", role: "alert" }, describe(err))); return; }
     state.cursors[state.page + 1] = page.next_cursor;
-    countLine.textContent = `${page.total.toLocaleString()} members · ${segment.type === "dynamic" ? "Dynamic" : "Static"}: ${segment.filter_summary}`;
+    const kind = segment.type === "dynamic" ? "Dynamic" : "Static";
+    countLine.textContent = `${page.total.toLocaleString()} members · ${kind}: ${segment.filter_summary}`;
     selected.clear(); syncRemove();
     if (!page.items.length) {
-      fill(list, h("div", { class: "empty" }, isStatic ? "No members yet. Add customers or import a CSV." : "No customer matches the filters now."));
+      fill(list, h("div", { class: "empty" },
+        isStatic ? "No members yet. Add customers or import a CSV." : "No customer matches the filters now."));
       return;
     }
     const headers = [
@@ -85,7 +87,8 @@ export async function membersPage(main, id, mode) {
 
   async function removeSelected() {
     const ids = [...selected];
-    if (!(await confirmDialog("Remove from segment?", `${ids.length} customers leave “${segment.name}”. The customers themselves stay.`, "Remove", true))) return;
+    const text = `${ids.length} customers leave “${segment.name}”. The customers themselves stay.`;
+    if (!(await confirmDialog("Remove from segment?", text, "Remove", true))) return;
     try { const r = await del(`/segments/${id}/members`, { customer_ids: ids }); toast(`Removed ${r.removed} customers`); load(); }
     catch (err) { toast(describe(err), "error"); }
   }
@@ -133,7 +136,10 @@ export async function membersPage(main, id, mode) {
     const upload = h("button", { type: "button", class: "primary", id: "upload-csv", disabled: true }, "Import");
     const pick = (f) => {
       if (!f) return;
-      if (f.size > MAX_CSV) { chosen.textContent = `${f.name} is larger than 10 MB; split it into smaller files.`; file = null; upload.disabled = true; return; }
+      if (f.size > MAX_CSV) {
+        chosen.textContent = `${f.name} is larger than 10 MB; split it into smaller files.`;
+        file = null; upload.disabled = true; return;
+      }
       file = f; chosen.textContent = `${f.name} · ${(f.size / 1024).toFixed(1)} KB`; upload.disabled = false;
     };
     input.addEventListener("change", () => pick(input.files[0]));

@@ -32,7 +32,8 @@ export async function audiencePage(main) {
         h("div", { class: "countbox", id: "aud-count" }, a.count.toLocaleString()),
         h("p", {}, `customers in ${names.join(" or ")}`, exclude.checked ? ", without opted-out customers" : "", " — each counted once."),
         h("p", { class: "banner info" }, h("strong", {}, "A snapshot: "),
-          "the audience is saved as it is now; later changes to these segments (or deleting them) do not change it. It expires after the configured lifetime (24 h by default)."),
+          "the audience is saved as it is now; later changes to these segments (or deleting them) ",
+          "do not change it. It expires after the configured lifetime (24 h by default)."),
         h("p", { class: "small" }, "Campaign senders read the Redis set ", h("code", { id: "aud-key" }, a.redis_key), ".")));
     } catch (err) { fill(result, h("div", { class: "banner error", role: "alert" }, describe(err))); }
     finally { build.disabled = !picked.size; }
