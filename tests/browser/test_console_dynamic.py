@@ -27,6 +27,25 @@ async def test_sign_in_refuses_a_wrong_token(browser: Any, console: Console) -> 
     await context.close()
 
 
+async def test_the_token_stays_in_the_tab_and_the_workspace_is_remembered(
+    page: Any, console: Console
+) -> None:
+    from playwright.async_api import expect
+
+    pg = page
+    stored = await pg.evaluate("[sessionStorage.getItem('sw.token'), JSON.stringify(localStorage)]")
+    assert stored[0] == console.token and console.token not in stored[1]  # never in localStorage
+    await pg.get_by_role("button", name="Sign out").click()
+    await expect(pg.get_by_label("Workspace")).to_have_value(console.ws)
+    await expect(pg.get_by_label("API token")).to_have_value("")
+    assert await pg.evaluate("sessionStorage.getItem('sw.token')") is None
+    # A new tab of the same browser profile: the workspace is there, the token is not.
+    other = await pg.context.new_page()
+    await other.goto(console.url)
+    await expect(other.get_by_label("Workspace")).to_have_value(console.ws)
+    await expect(other.get_by_label("API token")).to_have_value("")
+
+
 def members(console: Console, rule: Callable[[Any], bool]) -> set[str]:
     """The customers ``rule`` picks, by the tests' own model of them."""
     return {c.id for c in console.customers.values() if rule(c)}

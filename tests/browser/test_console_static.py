@@ -71,6 +71,15 @@ async def test_static_segment_add_by_search_and_import(page: Any, console: Conso
     sample = await asyncio.to_thread(Path(saved).read_text)
     assert sample.splitlines()[0] == "phone,name"
 
+    # A file over 10 MB (10,485,760 bytes) is refused before any upload.
+    too_big = await pg.evaluate_handle(
+        "() => { const dt = new DataTransfer();"
+        " dt.items.add(new File(['x'.repeat(10485761)], 'huge.csv', {type: 'text/csv'})); return dt; }"
+    )
+    await pg.dispatch_event("#dropzone", "drop", {"dataTransfer": too_big})
+    await expect(dialog.locator("#csv-chosen")).to_contain_text("huge.csv is larger than 10 MB")
+    await expect(dialog.get_by_role("button", name="Import", exact=True)).to_be_disabled()
+
     # Drag and drop: a File in a DataTransfer, dropped on the zone.
     drop = await pg.evaluate_handle(
         "(csv) => { const dt = new DataTransfer();"
