@@ -176,7 +176,7 @@ export async function customerPage(main, id) {
     fill(history, items.length ? table([{ label: "When" }, { label: "Change" }, { label: "Segment" }, { label: "Cause" }],
       items.map((x) => [h("span", { class: "nowrap" }, fmtDate(x.time, true)),
         h("span", { class: `badge ${x.type === "segment.entered" ? "yes" : "no"}` }, x.type === "segment.entered" ? "entered" : "left"),
-        x.segment_name, x.cause.kind.replace("_", " ")]), { caption: "History" }) : h("p", { class: "muted" }, "No transitions yet."),
+        x.segment_name, x.cause.kind.replaceAll("_", " ")]), { caption: "History" }) : h("p", { class: "muted" }, "No transitions yet."),
     cursor ? h("button", { type: "button", onclick: more }, "Load more") : null);
   }
   await more();

@@ -3,7 +3,7 @@
 // 422 problems shown at the row their JSON path names.
 import { get, post, patch, put, all, ApiError, describe } from "./api.js";
 import { h, field, toast, openDialog, debounce, fill } from "./ui.js";
-import { fieldCatalog, fromJson, toJson, newGroup, newCondition, ruleBuilder } from "./rules.js";
+import { fieldCatalog, fromJson, toJson, newGroup, newCondition, ruleBuilder, incomplete } from "./rules.js";
 
 export async function editorPage(main, id) {
   const [segment, attributes, sample] = await Promise.all([
@@ -74,6 +74,14 @@ export async function editorPage(main, id) {
   const refresh = debounce(async () => {
     if (!dynamic.checked) return;
     const mine = ++seq;
+    if (incomplete(root)) {
+      // A row still being filled in: no count yet, and no error for what is not typed yet.
+      builder.clearProblems();
+      count.textContent = "—";
+      countNote.textContent = "Fill in every condition to see the count.";
+      fill(impact);
+      return;
+    }
     const paths = new Map();
     const rules = toJson(root, paths);
     count.textContent = "…";

@@ -95,6 +95,15 @@ export function toJson(node, paths, path = "$.rules") {
   return node.negate ? { not: body } : body;
 }
 
+/** True when some condition still waits for its value (a row just added): not worth a 422. */
+export function incomplete(node) {
+  if (node.kind === "group") return node.children.some(incomplete);
+  if (NO_OPERAND.has(node.op)) return false;
+  const v = node.value;
+  if (Array.isArray(v)) return v.length === 0 || v.some((x) => x === "" || x === null);
+  return v === "" || v === null || v === undefined;
+}
+
 /** The model node a problem's path points at: the longest known prefix of the path. */
 export function nodeForPath(paths, path) {
   let best = null;
