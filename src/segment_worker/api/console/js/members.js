@@ -128,10 +128,12 @@ export async function membersPage(main, id, mode) {
 
   async function importCsv() {
     let file = null;
-    const input = h("input", { type: "file", id: "csv-file", accept: ".csv,text/csv", class: "skip" });
+    // The file input sits inside the drop zone (visually hidden, still focusable: keyboard users
+    // Tab to the zone and press Space/Enter to choose a file).
+    const input = h("input", { type: "file", id: "csv-file", accept: ".csv,text/csv", class: "visually-hidden" });
     const chosen = h("p", { id: "csv-chosen", class: "muted" }, "No file chosen");
     const zone = h("label", { class: "dropzone", for: "csv-file", id: "dropzone" },
-      h("strong", {}, "Drag a CSV file here"), h("div", { class: "muted" }, "or click to choose one · up to 10 MB"));
+      input, h("strong", {}, "Drag a CSV file here"), h("div", { class: "muted" }, "or click to choose one · up to 10 MB"));
     const report = h("div", { id: "import-report", "aria-live": "polite" });
     const upload = h("button", { type: "button", class: "primary", id: "upload-csv", disabled: true }, "Import");
     const pick = (f) => {
@@ -158,7 +160,7 @@ export async function membersPage(main, id, mode) {
       body: h("div", {},
         h("p", {}, "A header row with a ", h("code", {}, "phone"), " column (required) and an optional ", h("code", {}, "name"),
           " column; comma or semicolon separated. Unknown phones become new customers."),
-        zone, input, chosen,
+        zone, chosen,
         h("p", {}, h("button", { type: "button", class: "link", id: "sample-csv", onclick: downloadSample }, "Download sample CSV")),
         report),
       actions: (close) => [h("button", { type: "button", onclick: () => close() }, "Close"), upload],
