@@ -1,7 +1,8 @@
 """The FastAPI application: ``create_app(settings)`` (CONTRACT §8).
 
 Routes live under ``/v1/workspaces/{ws}`` and need a bearer token; ``/healthz``, ``/readyz``,
-``/metrics``, ``/docs`` and ``/openapi.json`` do not. The app opens its PostgreSQL pool, Redis
+``/metrics``, ``/docs``, ``/openapi.json`` and the web console's files (``/console``) do not.
+The app opens its PostgreSQL pool, Redis
 client and (lazily) Kafka producer in its lifespan, unless given a ``ServiceContext``.
 """
 
@@ -19,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from ..config import Settings
 from ..service.context import ServiceContext
 from ..service.tokens import static_tokens
-from . import errors, routes_customers, routes_members, routes_segments, routes_workspace
+from . import console_route, errors, routes_customers, routes_members, routes_segments, routes_workspace
 from .models import ErrorResponse
 
 _DURATIONS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -93,6 +94,7 @@ def create_app(settings: Settings, context: ServiceContext | None = None) -> Fas
 
     for module in (routes_workspace, routes_segments, routes_members, routes_customers):
         app.include_router(module.router)
+    console_route.mount_console(app)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:
