@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import click
 import pydantic
 
+from .. import logs
 from ..config import Settings
 from ..errors import ConfigError, SegmentWorkerError, StoreUnavailable
 
@@ -23,13 +24,19 @@ T = TypeVar("T")
 
 
 class _Group(click.Group):
-    """Turns our errors into a clean message and exit status 1 (no traceback)."""
+    """Turns our errors into a clean message and exit status 1 (no traceback); with JSON logs the
+    message is one JSON log line (level ERROR, with the error's code and context)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except SegmentWorkerError as exc:
             hint = " (temporary: retrying may help)" if exc.retriable else ""
+            if logs.log_format() == "json":
+                logging.getLogger("segment_worker.cli").error(
+                    "%s%s", exc.message, hint, extra={"error": exc.to_dict()}
+                )
+                raise click.exceptions.Exit(1) from exc
             raise click.ClickException(f"{exc.message}{hint}") from exc
 
 
@@ -44,6 +51,15 @@ def load_settings(**overrides: Any) -> Settings:
         raise ConfigError(f"invalid configuration: {problems}") from exc
 
 
+def say(message: str, **fields: Any) -> None:
+    """One line of a command's report on stdout: as is, or with JSON logs one JSON object (logger
+    ``segment_worker.cli``, level INFO, ``fields`` added), so every line the process writes parses."""
+    if logs.log_format() == "json":
+        click.echo(logs.json_line("segment_worker.cli", message, **fields))
+    else:
+        click.echo(message)
+
+
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
     """Run a command's coroutine to completion (Ctrl-C cancels it cleanly)."""
     return asyncio.run(coro)
@@ -53,9 +69,12 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
 @click.version_option(package_name="segment-worker")
 @click.option("--log-level", default="INFO", show_default=True, envvar="SEGMENT_WORKER_LOG_LEVEL",
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
-def main(log_level: str) -> None:
+@click.option("--log-format", default="text", show_default=True, envvar="SEGMENT_WORKER_LOG_FORMAT",
+              type=click.Choice(logs.FORMATS, case_sensitive=False),
+              help="text, or json: one JSON object per line (every log line, uvicorn's included).")
+def main(log_level: str, log_format: str) -> None:
     """Real-time customer segments: Kafka events in, PostgreSQL + Redis + CloudEvents out."""
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure("json" if log_format.lower() == "json" else "text", log_level)
 
 
 @main.command()
@@ -79,12 +98,12 @@ def migrate(database_url: str | None) -> None:
         raise SegmentWorkerError(f"migration failed: {exc}", retriable=False,
                                  context={"sqlstate": exc.sqlstate}) from exc
     for name in applied:
-        click.echo(f"applied {name}")
+        say(f"applied {name}", migration=name)
     latest = available()[-1].name if available() else "none"
     if applied:
-        click.echo(f"database migrated to {latest} ({len(applied)} applied)")
+        say(f"database migrated to {latest} ({len(applied)} applied)", latest=latest, applied=len(applied))
     else:
-        click.echo(f"database is up to date ({latest}); nothing applied")
+        say(f"database is up to date ({latest}); nothing applied", latest=latest, applied=0)
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "help_option_names": []})
@@ -143,7 +162,8 @@ def api(host: str, port: int) -> None:
         raise ConfigError("SEGMENT_WORKER_DATABASE_URL and SEGMENT_WORKER_REDIS_URL must be set to serve "
                           "the API")
     level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=level, server_header=False)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=level, server_header=False,
+                **logs.uvicorn_options(level))
 
 
 @main.group()

@@ -84,6 +84,9 @@ async def publish_dead_letters(producer: Any, topic: str, letters: Sequence[Dead
     """
     pending: list[tuple[DeadLetter, asyncio.Future[Any] | None]] = []
     for letter in letters:
+        src = letter.source
+        log.warning("%s[%d]@%d goes to the DLQ: %s", src.topic, src.partition, src.offset, letter.reason,
+                    extra={"partition": src.partition, "offset": src.offset})
         try:
             fut = await producer.send(
                 topic, value=letter.source.value, key=letter.source.key, headers=letter.headers()

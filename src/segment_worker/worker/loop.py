@@ -42,6 +42,7 @@ from ..config import Settings
 from ..errors import FencedError as SwFencedError
 from ..errors import StoreUnavailable
 from ..kafka import create_consumer, create_producer, ensure_topics, kafka_errors
+from ..logs import partitions_context
 from ..stores import postgres as pg
 from ..stores.errors import FencedError
 from .batch import BatchOutcome, BatchProcessor, SortedRecords
@@ -322,7 +323,8 @@ class Worker(PartitionOwnership):
                     self.fetched_ahead += 1
                 async with self._lock:
                     batch = usable(fetched, {p for p in self.owned if p not in self._unready}, self._moves)
-                    ok = await self._batch(batch) if batch.records else True
+                    with partitions_context(batch.next_offsets):
+                        ok = await self._batch(batch) if batch.records else True
                 if not ok:
                     await asyncio.sleep(self.options.retry_backoff_seconds)
                 self._commit_kafka()
