@@ -10,15 +10,16 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, NoReturn, TypeVar
 
 import click
 import pydantic
 
-from .. import logs
+from .. import logs, tracing
 from ..config import Settings
-from ..errors import ConfigError, SegmentWorkerError, StoreUnavailable
+from ..errors import ConfigError, NotFound, SegmentWorkerError, StoreUnavailable
+from ..timeutil import format_ms
 
 T = TypeVar("T")
 
@@ -31,13 +32,20 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except SegmentWorkerError as exc:
-            hint = " (temporary: retrying may help)" if exc.retriable else ""
-            if logs.log_format() == "json":
-                logging.getLogger("segment_worker.cli").error(
-                    "%s%s", exc.message, hint, extra={"error": exc.to_dict()}
-                )
-                raise click.exceptions.Exit(1) from exc
-            raise click.ClickException(f"{exc.message}{hint}") from exc
+            fail(exc, 1)
+
+
+def fail(exc: SegmentWorkerError, exit_code: int) -> NoReturn:
+    """Report ``exc`` as one ``Error: …`` line on stderr (with JSON logs, one JSON log line at level
+    ERROR with the error's code and context) and exit with ``exit_code``."""
+    hint = " (temporary: retrying may help)" if exc.retriable else ""
+    if logs.log_format() == "json":
+        log = logging.getLogger("segment_worker.cli")
+        log.error("%s%s", exc.message, hint, extra={"error": exc.to_dict()})
+        raise click.exceptions.Exit(exit_code) from exc
+    # click prints "Error: <message>" and exits with the class's exit_code.
+    failure = type("CommandFailed", (click.ClickException,), {"exit_code": exit_code})
+    raise failure(f"{exc.message}{hint}") from exc
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -79,11 +87,13 @@ def main(log_level: str, log_format: str) -> None:
 
 @main.command()
 @click.option("--database-url", help="PostgreSQL DSN (default: $SEGMENT_WORKER_DATABASE_URL).")
-def migrate(database_url: str | None) -> None:
+@click.option("--status", "show_status", is_flag=True,
+              help="Apply nothing: list the applied migrations (with when) and the pending ones.")
+def migrate(database_url: str | None, show_status: bool) -> None:
     """Apply pending PostgreSQL migrations (Kafka topics are created by the worker)."""
     import asyncpg
 
-    from ..migrate import available
+    from ..migrate import available, status
     from ..migrate import migrate as apply_migrations
 
     settings = load_settings(database_url=database_url)
@@ -91,6 +101,18 @@ def migrate(database_url: str | None) -> None:
         raise ConfigError("SEGMENT_WORKER_DATABASE_URL is not set (a PostgreSQL DSN, e.g. "
                           "postgresql://user:password@host:5432/dbname)")
     try:
+        if show_status:
+            report = run_async(status(settings.database_url))
+            for name, at in report.applied:
+                say(f"applied {name} at {format_ms(at)}", migration=name, state="applied",
+                    applied_at=format_ms(at))
+            for name in report.pending:
+                say(f"pending {name}", migration=name, state="pending")
+            for name in report.unknown:
+                say(f"unknown {name} (applied by a newer release)", migration=name, state="unknown")
+            say(f"{len(report.applied)} applied, {len(report.pending)} pending", applied=len(report.applied),
+                pending=len(report.pending))
+            return
         applied = run_async(apply_migrations(settings.database_url))
     except (OSError, asyncpg.CannotConnectNowError) as exc:
         raise StoreUnavailable(f"cannot reach PostgreSQL: {exc}", context={"operation": "migrate"}) from exc
@@ -144,6 +166,7 @@ def run(metrics_port: int | None, max_records: int, session_timeout_ms: int, lan
         settings = settings.model_copy(update={"lanes": lanes})
     options = WorkerOptions(max_records=max_records, session_timeout_ms=session_timeout_ms,
                             heartbeat_interval_ms=max(300, session_timeout_ms // 4))
+    tracing.setup_from_env()  # the otel extra, when OTEL_* variables ask for an exporter
     run_async(run_until_signalled(settings, options=options, metrics_port=metrics_port))
 
 
@@ -162,6 +185,7 @@ def api(host: str, port: int) -> None:
         raise ConfigError("SEGMENT_WORKER_DATABASE_URL and SEGMENT_WORKER_REDIS_URL must be set to serve "
                           "the API")
     level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
+    tracing.setup_from_env()
     uvicorn.run(create_app(settings), host=host, port=port, log_level=level, server_header=False,
                 **logs.uvicorn_options(level))
 
@@ -198,6 +222,58 @@ def tokens_create(workspace: str) -> None:
     scope = "every workspace" if workspace == "*" else f"workspace {workspace}"
     click.echo(f"created an API token for {scope}; keep it now, it is stored only as a hash:")
     click.echo(token)
+
+
+def _database_url() -> str:
+    settings = load_settings()
+    if not settings.database_url:
+        raise ConfigError("SEGMENT_WORKER_DATABASE_URL is not set (a PostgreSQL DSN)")
+    return settings.database_url
+
+
+async def _with_connection(operation: str, body: Callable[[Any], Awaitable[T]]) -> T:
+    from ..stores import postgres as pg
+
+    try:
+        conn = await pg.connect(_database_url())
+    except OSError as exc:
+        raise StoreUnavailable(f"cannot reach PostgreSQL: {exc}", context={"operation": operation}) from exc
+    try:
+        return await body(conn)
+    finally:
+        await conn.close()
+
+
+@tokens.command("list")
+@click.option("--workspace", metavar="WS", help="Only the tokens of WS (and those for every workspace).")
+def tokens_list(workspace: str | None) -> None:
+    """List stored tokens: id, workspace ('*' = all) and creation time — never a token or its hash."""
+    from ..service.tokens import list_tokens
+
+    found = run_async(_with_connection("tokens list", lambda conn: list_tokens(conn, workspace)))
+    if logs.log_format() == "json":
+        for t in found:
+            say(f"token {t.id}", id=t.id, workspace=t.workspace_id, created_at=format_ms(t.created_at))
+        return
+    width = max([len("WORKSPACE"), *(len(t.workspace_id) for t in found)])
+    click.echo(f"{'ID':>6}  {'WORKSPACE':<{width}}  CREATED")
+    for t in found:
+        click.echo(f"{t.id:>6}  {t.workspace_id:<{width}}  {format_ms(t.created_at)}")
+
+
+@tokens.command("revoke")
+@click.argument("token_id", type=click.IntRange(1), metavar="ID")
+def tokens_revoke(token_id: int) -> None:
+    """Delete the stored token ID (from `tokens list`): requests with it get 401 at once."""
+    from ..service.tokens import revoke_token
+
+    revoked = run_async(_with_connection("tokens revoke", lambda conn: revoke_token(conn, token_id)))
+    if revoked is None:
+        raise NotFound(f"no stored token has id {token_id} (see: segment-worker tokens list)",
+                       context={"id": token_id})
+    created = format_ms(revoked.created_at)
+    say(f"revoked token {revoked.id} (workspace {revoked.workspace_id}, created {created})",
+        id=revoked.id, workspace=revoked.workspace_id)
 
 
 from .ops import dev, reconcile  # noqa: E402  (commands of other modules, registered last)
