@@ -11,7 +11,6 @@ a 500 answer echoes it.
 from __future__ import annotations
 
 import re
-import urllib.parse
 import uuid
 from typing import Any
 
@@ -38,13 +37,14 @@ def request_id_of(headers: list[tuple[bytes, bytes]]) -> str:
 
 
 def path_fields(path: str) -> dict[str, str]:
-    """``workspace`` (and ``segment_id``) named by a ``/v1/workspaces/{ws}[/segments/{id}]`` path."""
+    """``workspace`` (and ``segment_id``) named by a ``/v1/workspaces/{ws}[/segments/{id}]`` path
+    (an ASGI path, already percent-decoded)."""
     m = _WS_PATH.match(path)
     if m is None:
         return {}
-    out = {"workspace": urllib.parse.unquote(m.group(1))}
-    if m.group(2) and m.group(2) not in ("defaults",):
-        out["segment_id"] = urllib.parse.unquote(m.group(2))
+    out = {"workspace": m.group(1)}
+    if m.group(2) and m.group(2) != "defaults":
+        out["segment_id"] = m.group(2)
     return out
 
 
