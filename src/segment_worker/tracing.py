@@ -167,3 +167,13 @@ def current_traceparent() -> tuple[str, str | None] | None:
     TraceContextTextMapPropagator().inject(carrier)
     parent = carrier.get("traceparent")
     return (parent, carrier.get("tracestate")) if parent else None
+
+
+def with_trace(cause: dict[str, str]) -> dict[str, str]:
+    """``cause`` plus the current span's W3C context (an API call's transitions remember the request
+    that caused them, as a worker's remember their input record's); ``cause`` itself when traces
+    are off."""
+    found = current_traceparent()
+    if found is None:
+        return cause
+    return {**cause, "traceparent": found[0], **({"tracestate": found[1]} if found[1] else {})}

@@ -4,7 +4,9 @@ traces on (SDK in-memory exporter), one SERVER span per request, child of the ca
 
 from __future__ import annotations
 
+import json
 import re
+import uuid
 from collections.abc import Iterator
 
 import httpx
@@ -14,9 +16,11 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
+from helpers.service import seed, tags
 from segment_worker import tracing
 from segment_worker.api.observe import path_fields, request_id_of
 from segment_worker.logs import current_context
+from segment_worker.service.context import ServiceContext
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 
@@ -75,3 +79,36 @@ async def test_a_server_span_per_request_child_of_the_callers_trace(
     assert finished[1].attributes["http.response.status_code"] == 404  # type: ignore[index]
     assert finished[1].status.status_code is not StatusCode.ERROR
     assert finished[2].parent is None  # no traceparent: a new trace
+
+
+async def test_transitions_an_api_call_causes_remember_its_trace(
+    api: httpx.AsyncClient, ctx: ServiceContext, spans: InMemorySpanExporter, workspace_id: str
+) -> None:
+    await seed(ctx, workspace_id, {"c1": [tags("vip")], "c2": [tags("vip")]})
+    parent = f"00-{TRACE_ID}-b7ad6b7169203331-01"
+    created = await api.post("/segments", json={"name": "VIPs", "type": "dynamic",
+                                                 "rules": {"field": "tags", "op": "has", "value": "vip"}},
+                             headers={"traceparent": parent, "tracestate": "k=v"})
+    assert created.status_code == 201 and created.json()["member_count"] == 2
+    rows = await ctx.pool.fetch("SELECT cause FROM transitions WHERE segment_id = $1",
+                                uuid.UUID(created.json()["id"]))
+    causes = [r["cause"] if isinstance(r["cause"], dict) else json.loads(r["cause"]) for r in rows]
+    assert len(causes) == 2
+    (request_span,) = [s for s in spans.get_finished_spans() if s.name.startswith("POST")]
+    span_id = format(request_span.context.span_id, "016x")
+    for cause in causes:
+        assert cause["kind"] == "rules_changed"
+        assert cause["traceparent"] == f"00-{TRACE_ID}-{span_id}-01" and cause["tracestate"] == "k=v"
+    history = await api.get("/customers/c1/history")
+    assert history.json()["items"][0]["cause"] == {"kind": "rules_changed"}  # the contract's shape
+
+
+async def test_without_traces_causes_are_unchanged(api: httpx.AsyncClient, ctx: ServiceContext,
+                                                   workspace_id: str) -> None:
+    await seed(ctx, workspace_id, {"c1": [tags("vip")]})
+    created = await api.post("/segments", json={"name": "VIPs", "type": "dynamic",
+                                                 "rules": {"field": "tags", "op": "has", "value": "vip"}},
+                             headers={"traceparent": f"00-{TRACE_ID}-b7ad6b7169203331-01"})
+    cause = await ctx.pool.fetchval("SELECT cause FROM transitions WHERE segment_id = $1",
+                                    uuid.UUID(created.json()["id"]))
+    assert (cause if isinstance(cause, dict) else json.loads(cause)) == {"kind": "rules_changed"}
