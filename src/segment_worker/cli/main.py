@@ -220,8 +220,8 @@ def tokens_create(workspace: str) -> None:
 
     token = run_async(create())
     scope = "every workspace" if workspace == "*" else f"workspace {workspace}"
-    click.echo(f"created an API token for {scope}; keep it now, it is stored only as a hash:")
-    click.echo(token)
+    say(f"created an API token for {scope}; keep it now, it is stored only as a hash:", workspace=workspace)
+    click.echo(token)  # alone on the last line (CONTRACT §9), also with JSON logs: scripts read it
 
 
 def _database_url() -> str:

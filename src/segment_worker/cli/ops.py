@@ -71,7 +71,7 @@ def reconcile(check: bool, workspace_id: str | None, as_json: bool) -> None:
     """Compare every Redis segment set and opt-out set with PostgreSQL; repair and report the drift
     per key (exit 0), or with --check report only (exit 1 on drift). Exit 2: it could not run
     (configuration, PostgreSQL or Redis unreachable)."""
-    from .main import fail
+    from .main import fail, say
 
     try:
         report = _reconcile(check, workspace_id)
@@ -81,12 +81,14 @@ def reconcile(check: bool, workspace_id: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(_report_json(report, workspace_id, check)))
     elif not report.has_drift:
-        click.echo(f"no drift: {report.keys_checked} Redis keys of {scope} match PostgreSQL")
+        say(f"no drift: {report.keys_checked} Redis keys of {scope} match PostgreSQL",
+            keys_checked=report.keys_checked, drift=0)
     else:
-        for line in report.lines()[1:]:
-            click.echo(line.strip())
+        for line, d in zip(report.lines()[1:], report.drift, strict=True):
+            say(line.strip(), key=d.key, missing=d.missing, extra=d.extra)
         verb = "repaired" if report.repaired else "found (nothing changed; run without --check to repair)"
-        click.echo(f"drift {verb} in {len(report.drift)} of {report.keys_checked} Redis keys of {scope}")
+        say(f"drift {verb} in {len(report.drift)} of {report.keys_checked} Redis keys of {scope}",
+            keys_checked=report.keys_checked, drift=len(report.drift), repaired=report.repaired)
     if check and report.has_drift:
         raise click.exceptions.Exit(EXIT_DRIFT)
 
