@@ -94,6 +94,9 @@ async def test_migrate_status_and_tokens_made_before_ids_existed(empty_database:
         await conn.execute(
             "INSERT INTO api_tokens (token_hash, workspace_id) VALUES ('h1', 'w1'), ('h2', '*')"
         )
+        behind = await _cli("tokens", "list", env=env)
+        assert behind.returncode == 1 and "run segment-worker migrate" in behind.stderr
+        assert "Traceback" not in behind.stderr
         middle = await _cli("migrate", "--status", env=env)
         assert "pending 009_api_token_ids.sql" in middle.stdout
         assert middle.stdout.count("applied 0") == 8 and " at 20" in middle.stdout

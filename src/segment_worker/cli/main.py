@@ -232,6 +232,8 @@ def _database_url() -> str:
 
 
 async def _with_connection(operation: str, body: Callable[[Any], Awaitable[T]]) -> T:
+    import asyncpg
+
     from ..stores import postgres as pg
 
     try:
@@ -240,6 +242,9 @@ async def _with_connection(operation: str, body: Callable[[Any], Awaitable[T]]) 
         raise StoreUnavailable(f"cannot reach PostgreSQL: {exc}", context={"operation": operation}) from exc
     try:
         return await body(conn)
+    except (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError) as exc:
+        raise ConfigError(f"the database schema is older than this release ({exc}): run segment-worker "
+                          "migrate", context={"operation": operation}) from exc
     finally:
         await conn.close()
 
