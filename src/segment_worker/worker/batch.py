@@ -25,11 +25,12 @@ from typing import Any
 import asyncpg
 from redis.asyncio import Redis
 
+from .. import tracing
 from ..engine import process
 from ..events import AnyInputEvent, EventError, parse_event
 from ..limits import INSTANT_OUT_OF_RANGE
 from ..partitioning import partition_for
-from ..state import CustomerKey
+from ..state import CustomerKey, Transition
 from ..stores import OptOutChange
 from ..stores import postgres as pg
 from ..stores.unit import partition_unit
@@ -115,6 +116,34 @@ def sort_records(records: Iterable[Any], partitions: int) -> SortedRecords:
     return out
 
 
+def traced_events(s: SortedRecords) -> dict[str, tuple[str, str | None]]:
+    """Event id → the W3C trace context (traceparent, tracestate) its record's headers carry.
+
+    Records without headers (the usual case) cost one falsy check each: measured with the batch
+    micro-benchmark in ``tests/worker/test_tracing_worker.py``."""
+    out: dict[str, tuple[str, str | None]] = {}
+    for ev, src in zip(s.events, s.sources, strict=True):
+        if src.headers:
+            found = tracing.traceparent_of(src.headers)
+            if found is not None:
+                out[ev.event_id] = found
+    return out
+
+
+def remember_trace_context(
+    transitions: Iterable[Transition], traced: Mapping[str, tuple[str, str | None]]
+) -> None:
+    """Put the trace context of each transition's causing event into its ``cause`` (stored in
+    ``transitions.cause``; the outbox renders it as the CloudEvent's ``traceparent``/``tracestate``).
+    Causes are one dict per event, shared by its transitions."""
+    for t in transitions:
+        found = traced.get(t.cause.get("event_id", ""))
+        if found is not None and "traceparent" not in t.cause:
+            t.cause["traceparent"] = found[0]
+            if found[1]:
+                t.cause["tracestate"] = found[1]
+
+
 @dataclass(frozen=True, slots=True)
 class BatchOutcome:
     """What a committed batch did (for metrics, logs and tests)."""
@@ -192,8 +221,10 @@ class BatchProcessor:
         s = records if isinstance(records, SortedRecords) else sort_records(records, partitions)
         parts = sorted(s.next_offsets)
         fence = {p: epochs[p] for p in parts}
+        traced = traced_events(s)
         try:
-            transitions, dead = await self._commit(s, fence, partitions)
+            with tracing.batch_span(self._topic, parts, s.records, list(traced.values())):
+                transitions, dead = await self._commit(s, fence, partitions, traced)
         except BaseException:
             self.records.drop()
             raise
@@ -284,7 +315,8 @@ class BatchProcessor:
         done.append(await self.run(alone, epochs, partitions))
 
     async def _commit(
-        self, s: SortedRecords, fence: Mapping[int, int], partitions: int
+        self, s: SortedRecords, fence: Mapping[int, int], partitions: int,
+        traced: Mapping[str, tuple[str, str | None]],
     ) -> tuple[int, list[DeadLetter]]:
         self._stage = "reading"
         keys: dict[CustomerKey, int] = {}
@@ -300,6 +332,8 @@ class BatchProcessor:
             recs = await self.records.get(u.conn, keys)
             self._stage = "applying"
             result = process(s.events, recs, views, self._clock.now(), partitions=partitions)
+            if traced:
+                remember_trace_context(result.transitions, traced)
             dead = list(s.dead)  # not s.dead itself: a failed unit must leave ``s`` as it was
             for index, reason in result.rejected:
                 kind = "limit" if INSTANT_OUT_OF_RANGE in reason else "invalid_value"

@@ -120,6 +120,10 @@ async def publish_dead_letters(
     ``DeadLetterUndelivered`` is raised (the batch is retried later, which is safe: DLQ copies are
     at-least-once). Nothing is ever dropped.
     """
+    for letter in letters:
+        src = letter.source
+        log.warning("%s[%d]@%d goes to the DLQ: %s", src.topic, src.partition, src.offset, letter.reason,
+                    extra={"partition": src.partition, "offset": src.offset})
     delays = backoff or Backoff(*SEND_BACKOFF)
     pending = list(letters)
     for attempt in range(1, attempts + 1):

@@ -44,6 +44,7 @@ from ..config import Settings
 from ..errors import FencedError as SwFencedError
 from ..errors import StoreUnavailable
 from ..kafka import create_consumer, create_producer, ensure_topics, kafka_errors
+from ..logs import partitions_context
 from ..stores import postgres as pg
 from ..stores.errors import FencedError
 from .batch import BatchOutcome, BatchProcessor, SortedRecords
@@ -355,7 +356,8 @@ class Worker:
                     self.fetched_ahead += 1
                 async with self._lock:
                     batch = usable(fetched, self.partitions.ready().keys(), self.partitions.moves)
-                    ok = await self._batch(batch) if batch.records else True
+                    with partitions_context(batch.next_offsets):
+                        ok = await self._batch(batch) if batch.records else True
                 if not ok:
                     await asyncio.sleep(self._backoff.next())
                 self._commit_kafka()  # commit order step 7 (stores.unit)
