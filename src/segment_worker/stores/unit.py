@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from uuid import UUID
 
 import asyncpg
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from ..state import CustomerKey, CustomerRecord
@@ -27,6 +26,7 @@ from . import Batch, TransitionRow
 from . import postgres as pg
 from .errors import FencedError, LockTimeoutError, RedisApplyError
 from .redis import apply_ops, read_set
+from .redis_client import RedisClient
 
 # First key of pg_advisory_lock(int, int): partition locks are (SW_LOCK_CLASS, partition).
 SW_LOCK_CLASS = 0x5357
@@ -60,7 +60,7 @@ async def _unlock(conn: asyncpg.Connection, parts: tuple[int, ...]) -> None:
     )
 
 
-async def apply_pending_ops(conn: asyncpg.Connection, redis: Redis, partitions: Sequence[int]) -> int:
+async def apply_pending_ops(conn: asyncpg.Connection, redis: RedisClient, partitions: Sequence[int]) -> int:
     """Apply every pending Redis op of ``partitions`` in commit order — leftovers of earlier units
     first — delete them, then wake the outbox senders (``NOTIFY sw_outbox``). The caller holds
     the partitions' locks (``locked_partitions``). Answers how many ops were applied."""
@@ -101,7 +101,7 @@ async def locked_partitions(
 @asynccontextmanager
 async def partition_unit(
     pool: asyncpg.Pool,
-    redis: Redis,
+    redis: RedisClient,
     partitions: Sequence[int],
     *,
     fence: Mapping[int, int] | None = None,
@@ -144,7 +144,7 @@ async def partition_unit(
         unit.applied_ops = await apply_pending_ops(conn, redis, parts)
 
 
-async def replay_redis_ops(pool: asyncpg.Pool, redis: Redis, partitions: Sequence[int]) -> int:
+async def replay_redis_ops(pool: asyncpg.Pool, redis: RedisClient, partitions: Sequence[int]) -> int:
     """Apply Redis ops left pending by a failure after commit (call on worker start/assignment
     and after a ``RedisApplyError``). Answers how many ops were applied."""
     async with locked_partitions(pool, partitions) as conn:
@@ -154,7 +154,7 @@ async def replay_redis_ops(pool: asyncpg.Pool, redis: Redis, partitions: Sequenc
 class PgRedisStore:
     """``SegmentStore`` over PostgreSQL and Redis: each ``commit`` is one ``partition_unit``."""
 
-    def __init__(self, pool: asyncpg.Pool, redis: Redis) -> None:
+    def __init__(self, pool: asyncpg.Pool, redis: RedisClient) -> None:
         self._pool = pool
         self._redis = redis
 

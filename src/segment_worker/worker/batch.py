@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
-from redis.asyncio import Redis
 
 from ..engine import process
 from ..events import AnyInputEvent, EventError, parse_event
@@ -24,6 +23,7 @@ from ..partitioning import partition_for
 from ..state import CustomerKey
 from ..stores import OptOutChange
 from ..stores import postgres as pg
+from ..stores.redis_client import RedisClient
 from ..stores.unit import partition_unit
 from .catalog_cache import CatalogCache
 from .clock import Clock
@@ -103,7 +103,7 @@ class BatchProcessor:
         self,
         *,
         pool: asyncpg.Pool,
-        redis: Redis,
+        redis: RedisClient,
         producer: Any,
         clock: Clock,
         metrics: WorkerMetrics,

@@ -35,15 +35,16 @@ from typing import Any
 
 import asyncpg
 from aiokafka.errors import KafkaError
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from .. import budget
 from ..config import Settings
 from ..errors import FencedError as SwFencedError
 from ..errors import StoreUnavailable
 from ..kafka import create_consumer, create_producer, ensure_topics, kafka_errors
 from ..stores import postgres as pg
 from ..stores.errors import FencedError
+from ..stores.redis_client import RedisClient, connect_redis
 from .batch import BatchOutcome, BatchProcessor, SortedRecords
 from .catalog_cache import CatalogCache
 from .clock import Clock, SystemClock
@@ -79,7 +80,7 @@ class WorkerOptions:
     owner: str | None = None
     outbox_batch_rows: int = 5000
     records_per_partition: int = 50_000
-    pool_max_size: int = 4
+    pool_max_size: int = budget.LANE_PG_POOL  # plus the LISTEN connection: budget.LANE
     retry_backoff_seconds: float = 1.0
     commit_timeout_seconds: float = 5.0
     # Leaving the group waits for aiokafka's coordination task, which a group that never settles
@@ -125,7 +126,7 @@ class Worker(PartitionOwnership):
         self._started = False
         self._loop_at = time.monotonic()  # when the batch loop last came round (liveness)
         self._pool: asyncpg.Pool | None = None
-        self._redis: Redis | None = None
+        self._redis: RedisClient | None = None
         self._producer: Any = None
         self._consumer: Any = None
         self._listener: OutboxListener | None = None
@@ -149,8 +150,8 @@ class Worker(PartitionOwnership):
             raise StoreUnavailable(
                 f"cannot reach PostgreSQL: {exc}", context={"operation": "worker start"}
             ) from exc
-        self._redis = Redis.from_url(s.require_redis_url())
         try:
+            self._redis = await connect_redis(s, max_connections=budget.LANE_REDIS)
             await self._redis.ping()
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 from aiokafka import TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from redis.asyncio import Redis
 
 from ..config import Settings
 from ..stores import postgres as pg
+from ..stores.redis_client import RedisClient
 from ..stores.unit import replay_redis_ops
 from .metrics import WorkerMetrics
 from .outbox import OutboxSender
@@ -59,7 +59,7 @@ class PartitionOwnership:
     _to_commit: dict[int, int]
     _consumer: Any
     _pool: asyncpg.Pool | None
-    _redis: Redis | None
+    _redis: RedisClient | None
     _records: RecordCache
     _outbox: OutboxSender
     # Partition → times rewound or positioned: records fetched before a move are stale
