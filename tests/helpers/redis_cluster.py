@@ -172,8 +172,8 @@ class RedisClusterProcesses:
 
     def migrate_slot(self, slot: int, target: ClusterNode, *, pause_s: float = 0.0) -> None:
         """Move ``slot`` to ``target`` as ``redis-cli --cluster reshard`` does: IMPORTING/MIGRATING,
-        MIGRATE every key, then SETSLOT NODE on every node. During the move clients get ASK (keys
-        already moved or new), after it MOVED. ``pause_s``: wait between the marking and the move."""
+        MIGRATE the keys, then SETSLOT NODE on every node. Half the keys move first, then it waits
+        ``pause_s``: meanwhile the source answers ASK for moved (and new) keys; after, MOVED."""
         source = self.node_of_slot(slot)
         if source is target:
             return
@@ -181,6 +181,9 @@ class RedisClusterProcesses:
         with target.client() as t, source.client() as s:
             t.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", source_id)
             s.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", target_id)
+            keys = s.execute_command("CLUSTER GETKEYSINSLOT", slot, 100_000)
+            if half := keys[: len(keys) // 2]:
+                s.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *half)
             time.sleep(pause_s)
             while keys := s.execute_command("CLUSTER GETKEYSINSLOT", slot, 100):
                 s.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
