@@ -31,13 +31,17 @@ class Budget:
 LANE_PG_POOL = 4
 LANE_PG_LISTEN = 1
 # Every Redis command of a lane runs under the lane's lock (batches, ticks, replaying pending ops
-# on assignment), one at a time: one connection per node is all it ever uses.
+# on assignment), one at a time: one connection per node is all it ever uses. The lanes of a
+# process do not share a client: sharing would not lower the bound (each lane still needs its one
+# connection at a time) and each lane is a whole worker that opens and closes its own stores.
 LANE_REDIS = 1
 LANE = Budget(postgres=LANE_PG_POOL + LANE_PG_LISTEN, redis_per_node=LANE_REDIS)
 
 # An API process (also ``dev``'s and the bench's service context): concurrent requests share one
 # pool; a request holds one PostgreSQL connection at a time, and Redis mostly while it holds that
 # (a unit of work applies its Redis ops before it lets go), plus audiences and /readyz beside.
+# redis-py's cluster client raises MaxConnectionsError instead of waiting at its bound, so the
+# Redis bound is set above the PostgreSQL one: only a burst of audiences can reach it.
 API_PG_POOL = 10
 API_REDIS = 16
 API = Budget(postgres=API_PG_POOL, redis_per_node=API_REDIS)
