@@ -112,14 +112,15 @@ def _report_json(report: DriftReport, workspace_id: str | None, check: bool) -> 
 def _reconcile(check: bool, workspace_id: str | None) -> DriftReport:
     """Run the comparison (and repair unless ``check``); our typed errors on failure."""
     import asyncpg
-    from redis.asyncio import Redis
     from redis.exceptions import RedisError
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from .. import budget
     from ..service.workspaces import check_workspace_id
     from ..stores import postgres as pg
     from ..stores.reconcile import rebuild_and_diff
+    from ..stores.redis_client import connect_redis
     from .main import load_settings, run_async
 
     settings = load_settings()
@@ -127,12 +128,16 @@ def _reconcile(check: bool, workspace_id: str | None) -> DriftReport:
         raise ConfigError("SEGMENT_WORKER_DATABASE_URL and SEGMENT_WORKER_REDIS_URL must be set to reconcile")
     if workspace_id is not None:
         check_workspace_id(workspace_id)
-    database_url, redis_url = settings.database_url, settings.redis_url
+    database_url = settings.database_url
     err = Console(stderr=True)
 
     async def compare() -> DriftReport:
-        pool = await pg.create_pool(database_url, min_size=1, max_size=2)
-        redis = Redis.from_url(redis_url)
+        pool = await pg.create_pool(database_url, min_size=1, max_size=budget.RECONCILE.postgres)
+        try:
+            redis = await connect_redis(settings, max_connections=budget.RECONCILE.redis_per_node)
+        except BaseException:
+            await pool.close()
+            raise
         try:
             # A transient bar, on terminals only: what remains (and what a pipe gets) is the report.
             with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),

@@ -35,12 +35,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import asyncpg
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from . import postgres as pg
 from .errors import FencedError, LockTimeoutError, RedisApplyError
 from .redis import apply_ops
+from .redis_client import RedisClient
 
 # First key of pg_advisory_lock(int, int): partition locks are (SW_LOCK_CLASS, partition).
 SW_LOCK_CLASS = 0x5357
@@ -74,7 +74,7 @@ async def _unlock(conn: asyncpg.Connection, parts: tuple[int, ...]) -> None:
     )
 
 
-async def apply_pending_ops(conn: asyncpg.Connection, redis: Redis, partitions: Sequence[int]) -> int:
+async def apply_pending_ops(conn: asyncpg.Connection, redis: RedisClient, partitions: Sequence[int]) -> int:
     """Apply every pending Redis op of ``partitions`` in commit order — leftovers of earlier units
     first — delete them, then wake the outbox senders (``NOTIFY sw_outbox``). The caller holds
     the partitions' locks (``locked_partitions``). Answers how many ops were applied."""
@@ -115,7 +115,7 @@ async def locked_partitions(
 @asynccontextmanager
 async def partition_unit(
     pool: asyncpg.Pool,
-    redis: Redis,
+    redis: RedisClient,
     partitions: Sequence[int],
     *,
     fence: Mapping[int, int] | None = None,
@@ -154,7 +154,7 @@ async def partition_unit(
         unit.applied_ops = await apply_pending_ops(conn, redis, parts)  # 5. Redis, then unlock
 
 
-async def replay_redis_ops(pool: asyncpg.Pool, redis: Redis, partitions: Sequence[int]) -> int:
+async def replay_redis_ops(pool: asyncpg.Pool, redis: RedisClient, partitions: Sequence[int]) -> int:
     """Apply Redis ops left pending by a failure after commit (call on worker start/assignment
     and after a ``RedisApplyError``). Answers how many ops were applied."""
     async with locked_partitions(pool, partitions) as conn:

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
-from redis.asyncio import Redis
 
 from .. import tracing
 from ..engine import process
@@ -33,6 +32,7 @@ from ..partitioning import partition_for
 from ..state import CustomerKey, Transition
 from ..stores import OptOutChange
 from ..stores import postgres as pg
+from ..stores.redis_client import RedisClient
 from ..stores.unit import partition_unit
 from .catalog_cache import CatalogCache
 from .clock import Clock
@@ -181,7 +181,7 @@ class BatchProcessor:
         self,
         *,
         pool: asyncpg.Pool,
-        redis: Redis,
+        redis: RedisClient,
         producer: Any,
         clock: Clock,
         metrics: WorkerMetrics,

@@ -37,9 +37,9 @@ from typing import Any
 import asyncpg
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from .. import budget
 from ..config import Settings
 from ..errors import FencedError as SwFencedError
 from ..errors import StoreUnavailable
@@ -47,6 +47,7 @@ from ..kafka import create_consumer, create_producer, ensure_topics, kafka_error
 from ..logs import partitions_context
 from ..stores import postgres as pg
 from ..stores.errors import FencedError
+from ..stores.redis_client import RedisClient, connect_redis
 from .batch import BatchOutcome, BatchProcessor, SortedRecords
 from .catalog_cache import CatalogCache
 from .clock import Clock, SystemClock
@@ -84,7 +85,7 @@ class WorkerOptions:
     owner: str | None = None
     outbox_batch_rows: int = 5000
     records_per_partition: int = 50_000
-    pool_max_size: int = 4
+    pool_max_size: int = budget.LANE_PG_POOL  # plus the LISTEN connection: budget.LANE
     retry_backoff_seconds: float = 1.0
     # A failed batch (transient: connection lost, timeouts) is retried after a jittered exponential
     # backoff from this much up to the cap (``failures.Backoff``), so workers do not retry in step.
@@ -132,7 +133,7 @@ class Worker:
         self._started = False
         self._loop_at = time.monotonic()  # when the batch loop last came round (liveness)
         self._pool: asyncpg.Pool | None = None
-        self._redis: Redis | None = None
+        self._redis: RedisClient | None = None
         self._producer: Any = None
         self._consumer: Any = None
         self._listener: OutboxListener | None = None
@@ -161,8 +162,8 @@ class Worker:
             raise StoreUnavailable(
                 f"cannot reach PostgreSQL: {exc}", context={"operation": "worker start"}
             ) from exc
-        self._redis = Redis.from_url(s.require_redis_url())
         try:
+            self._redis = await connect_redis(s, max_connections=budget.LANE_REDIS)
             await self._redis.ping()
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(

@@ -19,10 +19,10 @@ from typing import Any
 import asyncpg
 from aiokafka import TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from redis.asyncio import Redis
 
 from ..config import Settings
 from ..stores import postgres as pg
+from ..stores.redis_client import RedisClient
 from ..stores.unit import replay_redis_ops
 from .metrics import WorkerMetrics
 from .outbox import OutboxSender
@@ -62,7 +62,7 @@ class Ownership:
     lock: asyncio.Lock
     consumer: Any
     pool: asyncpg.Pool
-    redis: Redis
+    redis: RedisClient
     records: RecordCache
     outbox: OutboxSender
     # Sends the outbox of those of the partitions still owned (``Worker.send_outbox``).

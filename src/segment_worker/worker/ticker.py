@@ -26,13 +26,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import asyncpg
-from redis.asyncio import Redis
 
 from ..rules.deps import flip_offsets, flip_windows, next_day_flip
 from ..rules.model import Condition, FieldDef, FieldType
 from ..rules.timectx import TimeContext
 from ..state import CustomerKey
 from ..stores import postgres as pg
+from ..stores.redis_client import RedisClient
 from ..stores.unit import partition_unit
 from ..timeutil import shift, utc_ms, zone
 from .catalog_cache import CatalogCache, CatalogEntry
@@ -228,7 +228,7 @@ class Ticker:
     def __init__(
         self,
         pool: asyncpg.Pool,
-        redis: Redis,
+        redis: RedisClient,
         catalogs: CatalogCache,
         clock: Clock,
         metrics: WorkerMetrics,
