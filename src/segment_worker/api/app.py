@@ -65,6 +65,11 @@ class ApiMetrics:
             ["kind", "cause"],
             registry=self.registry,
         )
+        # The bounded label values (service.recompute's causes), served before they first count.
+        for kind in ("entered", "exited"):
+            for cause in ("rules_changed", "manual", "import"):
+                self.transitions.labels(kind, cause)
+        self.transitions.labels("deleted", "manual")
         self.requests = Counter(
             "segment_worker_api_requests",
             "HTTP requests answered, by method, route and status",
