@@ -26,10 +26,13 @@ from helpers.deploy_kit import (
     compose_validator,
     crd_validators,
     dashboard,
+    metric_names,
     objects,
     one,
+    panel_expressions,
     pod_specs,
     render,
+    rule_expressions,
 )
 from segment_worker.cli.main import main
 from segment_worker.config import Settings
@@ -286,3 +289,58 @@ def test_deployed_command_lines_match_the_cli(command: str) -> None:
     for line in lines:
         used = {arg for arg in line[1:] if arg.startswith("--")}
         assert used <= known, (line, known)
+
+
+# -- alerts, dashboard and their documentation ------------------------------------------------
+
+_OPERATIONS = ROOT / "docs" / "OPERATIONS.md"
+# What the alerts must watch (issue 14): a metric of each.
+_ALERTED = {
+    "lag growing": "segment_worker_consumer_lag",
+    "DLQ rate": "segment_worker_dlq_records_total",
+    "oldest unsent outbox row": "segment_worker_outbox_oldest_unsent_seconds",
+    "stuck partition": "segment_worker_stuck_partitions",
+    "stalled batch loop": "segment_worker_batch_duration_seconds_count",
+    "failed ticks": "segment_worker_tick_failures_total",
+    "Redis rebuilt": "segment_worker_redis_rebuilds_total",
+    "API 5xx rate": "segment_worker_api_requests_total",
+}
+# What the dashboard must show: a metric of each, in a panel whose title says so.
+_PANELS = {
+    "Throughput": "segment_worker_events_processed_total",
+    "lag": "segment_worker_consumer_lag",
+    "End-to-end latency": "segment_worker_end_to_end_seconds_bucket",
+    "Transitions by cause": "segment_worker_transitions_total",
+    "Dead letters by reason": "segment_worker_dlq_records_total",
+    "Batch duration": "segment_worker_batch_duration_seconds_bucket",
+    "oldest unsent": "segment_worker_outbox_oldest_unsent_seconds",
+    "Ticks": "segment_worker_ticks_total",
+    "API latency by route": "segment_worker_api_request_duration_seconds_bucket",
+}
+
+
+def test_the_alerts_cover_the_failures_and_each_has_a_runbook_entry() -> None:
+    rules = rule_expressions(BASE)
+    used = {n for expr in rules.values() for n in metric_names(expr)}
+    assert {what: m for what, m in _ALERTED.items() if m not in used} == {}
+    doc = _OPERATIONS.read_text()
+    headings = set(re.findall(r"^### (\S+)$", doc, re.M))
+    (rule_set,) = objects(BASE, "PrometheusRule")
+    for rule in rule_set["spec"]["groups"][0]["rules"]:
+        name = rule["alert"]
+        assert name in headings, f"no runbook entry for {name} in docs/OPERATIONS.md"
+        assert rule["annotations"]["runbook"] == f"docs/OPERATIONS.md#{name.lower()}"
+        assert rule["labels"]["severity"] in ("warning", "critical")
+
+
+def test_the_dashboard_has_the_panels_and_operations_md_shows_their_promql() -> None:
+    panels = panel_expressions(dashboard())
+    for title_part, metric in _PANELS.items():
+        matching = [t for t in panels if title_part.lower() in t.lower()]
+        assert matching, f"no panel titled like {title_part!r}"
+        assert any(metric in metric_names(e) for t in matching for e in panels[t]), title_part
+    doc = _OPERATIONS.read_text()
+    for title, exprs in panels.items():
+        assert f"**{title}**" in doc, title
+        for expr in exprs:
+            assert f"\n{expr}\n" in doc, f"{title}: {expr} is not in docs/OPERATIONS.md"
