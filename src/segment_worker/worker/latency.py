@@ -7,7 +7,8 @@ it caused (``stage="sent"``).
 the event's record timestamp under the transition's identity (segment, customer, seq: unique, as
 ``seq`` counts that pair's transitions); the outbox looks each row up as it queues it and observes
 once the producer confirmed delivery. Transitions the worker did not cause in this process (API
-calls, ticks, rows left by a previous owner) carry no input timestamp and are not observed.
+calls, ticks, rows left by a previous owner) carry no input timestamp and are not observed; nor
+is a row whose delivery failed (it is sent again later, untimed).
 
 The pending map empties as the outbox drains; while it cannot drain (Kafka down, Redis ops
 pending) it grows with the backlog, so it is capped (``max_pending``): past the cap transitions
@@ -74,7 +75,8 @@ class EndToEnd:
         for t in transitions:
             if room <= 0:
                 break
-            ts = stamps.get(t.cause.get("event_id", "")) if t.cause.get("kind") == "event" else None
+            # Causes with an event id: "event", and "customer_deleted" (the exits of a deletion).
+            ts = stamps.get(t.cause.get("event_id", ""))
             if ts is None:
                 continue
             part = self._pending.setdefault(t.partition, {})
