@@ -5,7 +5,8 @@ the bounded label values served from the start, and ``build_info``."""
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+import uuid
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
@@ -88,3 +89,34 @@ def test_bounded_labels_and_build_info_are_served_before_anything_counts() -> No
         assert registry.get_sample_value("segment_worker_tick_failures_total", {"scope": scope}) == 0
     assert registry.get_sample_value("segment_worker_build_info", build_labels()) == 1
     assert build_labels()["version"] != "unknown"
+
+
+async def test_the_oldest_unsent_outbox_row_age_is_reported_while_the_outbox_is_held_back(
+    unique_settings: Settings, workspace_id: str
+) -> None:
+    """A partition whose Redis ops are pending sends nothing (output follows Redis): an outbox row
+    committed an hour ago then waits, and the gauge says how long; once the op is gone it drains."""
+    s = unique_settings.model_copy(update={"tick_seconds": 1})
+    gauge = "segment_worker_outbox_oldest_unsent_seconds"
+    async with WorkerHarness(s) as h:
+        partition = min(h.worker.partitions.owned)
+        conn = await pg.connect(s.require_database_url())
+        try:
+            op = await conn.fetchval(
+                "INSERT INTO redis_ops (partition, op, key, member) VALUES ($1, 1, $2, 'm') RETURNING id",
+                partition, f"sw:{{{workspace_id}}}:held",
+            )
+            hour_ago = datetime.now(UTC) - timedelta(hours=1)
+            await conn.execute(
+                "INSERT INTO transitions (partition, workspace_id, segment_id, segment_name, customer_id,"
+                " seq, kind, cause, at) VALUES ($1, $2, $3, 'S', 'c', 1, 'entered', '{\"kind\": \"manual\"}',"
+                " $4)",
+                partition, workspace_id, uuid.uuid4(), hour_ago,
+            )
+            await h.wait_for(lambda: h.metric(gauge) >= 3600, 30, "the held row's age not reported")
+            assert h.metric(gauge) < 3600 + 60
+            assert h.metric("segment_worker_outbox_backlog") >= 1
+            await conn.execute("DELETE FROM redis_ops WHERE id = $1", op)
+            await h.wait_for(lambda: h.metric(gauge) == 0, 30, "the outbox did not drain")
+        finally:
+            await conn.close()
