@@ -4,6 +4,7 @@ the bounded label values served from the start, and ``build_info``."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -95,11 +96,17 @@ async def test_the_oldest_unsent_outbox_row_age_is_reported_while_the_outbox_is_
     unique_settings: Settings, workspace_id: str
 ) -> None:
     """A partition whose Redis ops are pending sends nothing (output follows Redis): an outbox row
-    committed an hour ago then waits, and the gauge says how long; once the op is gone it drains."""
-    s = unique_settings.model_copy(update={"tick_seconds": 1})
+    committed an hour ago then waits, and the gauge says how long; once the op is gone it drains.
+
+    Any unit of work on the partition applies its pending ops (a tick does, every tick_seconds), so
+    the ticks are an hour apart here and the gauges are read by calling the observation directly."""
+    s = unique_settings.model_copy(update={"tick_seconds": 3600})
     gauge = "segment_worker_outbox_oldest_unsent_seconds"
     async with WorkerHarness(s) as h:
-        partition = min(h.worker.partitions.owned)
+        # Newly owned partitions are positioned and ticked at once: hold one back only after that.
+        await h.wait_for(lambda: h.metric("segment_worker_ticks_total") >= 1, 30, "no first tick")
+        w = h.worker
+        partition = min(w.partitions.owned)
         conn = await pg.connect(s.require_database_url())
         try:
             op = await conn.fetchval(
@@ -113,10 +120,20 @@ async def test_the_oldest_unsent_outbox_row_age_is_reported_while_the_outbox_is_
                 " $4)",
                 partition, workspace_id, uuid.uuid4(), hour_ago,
             )
-            await h.wait_for(lambda: h.metric(gauge) >= 3600, 30, "the held row's age not reported")
-            assert h.metric(gauge) < 3600 + 60
+            await w._observe()
+            assert 3600 <= h.metric(gauge) < 3600 + 60
             assert h.metric("segment_worker_outbox_backlog") >= 1
             await conn.execute("DELETE FROM redis_ops WHERE id = $1", op)
-            await h.wait_for(lambda: h.metric(gauge) == 0, 30, "the outbox did not drain")
+            sent = h.metric("segment_worker_outbox_sent_total")
+            w.tick_now()  # a tick sends the outbox of the owned partitions
+            await h.wait_for(lambda: h.metric("segment_worker_outbox_sent_total") > sent, 30, "not sent")
+            # Delivered rows count as unsent until their cursor moves (the next batch, or the idle
+            # loop's flush a poll later).
+            for _ in range(150):
+                await w._observe()
+                if h.metric(gauge) == 0:
+                    break
+                await asyncio.sleep(0.2)
+            assert h.metric(gauge) == 0
         finally:
             await conn.close()
