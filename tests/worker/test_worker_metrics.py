@@ -17,9 +17,9 @@ from helpers.harness import WorkerHarness
 from helpers.kafka_io import read_topic
 from helpers.scenario import create_workspace, encode, event
 from segment_worker.config import Settings
+from segment_worker.events import DLQ_REASONS
 from segment_worker.kafka import producer
 from segment_worker.stores import postgres as pg
-from segment_worker.events import DLQ_REASONS
 from segment_worker.worker.metrics import WorkerMetrics, build_labels
 
 pytestmark = pytest.mark.timeout(120)
