@@ -56,6 +56,7 @@ class SourceRecord:
     key: bytes | None
     value: bytes | None
     headers: tuple[tuple[str, bytes], ...] = ()
+    timestamp: int = -1  # the record's Kafka timestamp (ms; end-to-end latency), -1: none
 
     @classmethod
     def of(cls, record: Any) -> SourceRecord:
@@ -67,6 +68,7 @@ class SourceRecord:
             key=record.key,
             value=record.value,
             headers=tuple(record.headers or ()),
+            timestamp=record.timestamp,
         )
 
 
