@@ -82,7 +82,8 @@ def test_the_error_code_enum_lists_every_code_an_answer_can_carry() -> None:
         if not any(part in info.name for part in (".bench", ".dev", "__main__")):
             importlib.import_module(info.name)
     codes = {c.code for c in _subclasses(SegmentWorkerError)} | {"internal"}
-    codes -= {"dev_failed", "bench_failed"}  # commands' errors, never an HTTP answer
+    # Commands' and the worker's errors, never an HTTP answer.
+    codes -= {"dev_failed", "bench_failed", "dead_letter_undelivered"}
     produced = codes | set(api_errors._HTTP_CODES.values()) | {"malformed_json", "store_error", "error"}
     assert set(api_errors.ERROR_CODES) == produced
     app_doc = json.dumps(FastAPI().openapi())  # sanity: the enum is ours, not FastAPI's
