@@ -37,6 +37,7 @@ from .pg_partitions import (
     save_offsets,
     set_ticked_at,
 )
+from .pgtimeouts import DEFAULT_TIMEOUTS, Timeouts
 
 # jsonb's binary wire format is a version byte (1) followed by the JSON text.
 _JSONB_VERSION = b"\x01"
@@ -70,16 +71,37 @@ async def init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
-async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, **kwargs: Any) -> asyncpg.Pool:
-    """A pool whose connections have the jsonb codec (every store function relies on it)."""
+async def create_pool(
+    dsn: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 10,
+    timeouts: Timeouts = DEFAULT_TIMEOUTS,
+    application_name: str = "segment-worker",
+    **kwargs: Any,
+) -> asyncpg.Pool:
+    """A pool whose connections have the jsonb codec (every store function relies on it) and the
+    session ``timeouts`` (``pgtimeouts``), named ``application_name`` in ``pg_stat_activity``."""
+    kwargs["server_settings"] = {
+        **timeouts.server_settings(application_name), **kwargs.get("server_settings", {})
+    }
     pool: asyncpg.Pool = await asyncpg.create_pool(
         dsn, min_size=min_size, max_size=max_size, init=init_connection, **kwargs
     )
     return pool
 
 
-async def connect(dsn: str, **kwargs: Any) -> asyncpg.Connection:
-    """One connection with the jsonb codec (for scripts and the CLI)."""
+async def connect(
+    dsn: str,
+    *,
+    timeouts: Timeouts = DEFAULT_TIMEOUTS,
+    application_name: str = "segment-worker",
+    **kwargs: Any,
+) -> asyncpg.Connection:
+    """One connection with the jsonb codec and the session ``timeouts`` (scripts and the CLI)."""
+    kwargs["server_settings"] = {
+        **timeouts.server_settings(application_name), **kwargs.get("server_settings", {})
+    }
     conn: asyncpg.Connection = await asyncpg.connect(dsn, **kwargs)
     await init_connection(conn)
     return conn

@@ -26,6 +26,7 @@ from ..state import CustomerKey, CustomerRecord
 from . import Batch, TransitionRow
 from . import postgres as pg
 from .errors import FencedError, LockTimeoutError, RedisApplyError
+from .pgtimeouts import DEFAULT_TIMEOUTS
 from .redis import apply_ops, read_set
 
 # First key of pg_advisory_lock(int, int): partition locks are (SW_LOCK_CLASS, partition).
@@ -50,8 +51,9 @@ async def _lock(conn: asyncpg.Connection, parts: tuple[int, ...], lock_timeout: 
         await conn.execute(
             "SELECT sw_lock_partitions($1, $2::int[])", SW_LOCK_CLASS, list(parts), timeout=lock_timeout
         )
-    except TimeoutError as exc:
-        raise LockTimeoutError(parts, lock_timeout or 0) from exc
+    except (TimeoutError, asyncpg.exceptions.LockNotAvailableError) as exc:
+        # The client-side ``lock_timeout`` or the session's (``pgtimeouts``): transient either way.
+        raise LockTimeoutError(parts, lock_timeout or DEFAULT_TIMEOUTS.lock) from exc
 
 
 async def _unlock(conn: asyncpg.Connection, parts: tuple[int, ...]) -> None:
@@ -144,10 +146,12 @@ async def partition_unit(
         unit.applied_ops = await apply_pending_ops(conn, redis, parts)
 
 
-async def replay_redis_ops(pool: asyncpg.Pool, redis: Redis, partitions: Sequence[int]) -> int:
+async def replay_redis_ops(
+    pool: asyncpg.Pool, redis: Redis, partitions: Sequence[int], *, lock_timeout: float | None = None
+) -> int:
     """Apply Redis ops left pending by a failure after commit (call on worker start/assignment
     and after a ``RedisApplyError``). Answers how many ops were applied."""
-    async with locked_partitions(pool, partitions) as conn:
+    async with locked_partitions(pool, partitions, lock_timeout=lock_timeout) as conn:
         return await apply_pending_ops(conn, redis, partitions)
 
 

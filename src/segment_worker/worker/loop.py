@@ -46,6 +46,7 @@ from ..errors import StoreUnavailable
 from ..kafka import create_consumer, create_producer, ensure_topics, kafka_errors
 from ..stores import postgres as pg
 from ..stores.errors import FencedError
+from ..stores.fencing import worker_application_name
 from .batch import BatchOutcome, BatchProcessor, SortedRecords
 from .catalog_cache import CatalogCache
 from .clock import Clock, SystemClock
@@ -147,7 +148,10 @@ class Worker:
         dsn = s.require_database_url()
         counts = await ensure_topics(s.kafka_bootstrap, s)
         try:
-            self._pool = pool = await pg.create_pool(dsn, min_size=1, max_size=self.options.pool_max_size)
+            self._pool = pool = await pg.create_pool(
+                dsn, min_size=1, max_size=self.options.pool_max_size,
+                application_name=worker_application_name(s.consumer_group, self.owner),
+            )
             async with pool.acquire() as conn:
                 await pg.record_topic(conn, s.topic_events, counts[s.topic_events])
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
@@ -164,7 +168,7 @@ class Worker:
         self._producer = create_producer(s.kafka_bootstrap, client_id=f"segment-worker-{self.owner}")
         with kafka_errors("start producer", bootstrap=s.kafka_bootstrap):
             await self._producer.start()
-        self._listener = OutboxListener(dsn)
+        self._listener = OutboxListener(dsn, application_name=f"sw-listen {self.owner}")
         await self._listener.connect()
         self._outbox = OutboxSender(
             self._producer, s.topic_membership, self.metrics, batch_rows=self.options.outbox_batch_rows
