@@ -27,7 +27,8 @@ from . import Batch, TransitionRow
 from . import postgres as pg
 from .errors import FencedError, LockTimeoutError, RedisApplyError
 from .pgtimeouts import DEFAULT_TIMEOUTS
-from .redis import apply_ops, read_set
+from .redis import read_set
+from .redis_fenced import apply_ops_fenced
 
 # First key of pg_advisory_lock(int, int): partition locks are (SW_LOCK_CLASS, partition).
 SW_LOCK_CLASS = 0x5357
@@ -65,12 +66,18 @@ async def _unlock(conn: asyncpg.Connection, parts: tuple[int, ...]) -> None:
 async def apply_pending_ops(conn: asyncpg.Connection, redis: Redis, partitions: Sequence[int]) -> int:
     """Apply every pending Redis op of ``partitions`` in commit order — leftovers of earlier units
     first — delete them, then wake the outbox senders (``NOTIFY sw_outbox``). The caller holds
-    the partitions' locks (``locked_partitions``). Answers how many ops were applied."""
+    the partitions' locks (``locked_partitions``). Writes are fenced by the partitions' current
+    epochs (``redis_fenced``: ``FencedError`` when a newer owner wrote since). Answers how many
+    ops were applied."""
     ops = await pg.fetch_redis_ops(conn, partitions)
     if not ops:
         return 0
+    # The epochs now, read under the partitions' locks: Redis refuses them if a newer owner has
+    # written the same workspace since (a zombie that read them before it froze).
+    found = await pg.current_epochs(conn, sorted({o.partition for o in ops}))
+    epochs = {p: e or 0 for p, (e, _) in found.items()}
     try:
-        await apply_ops(redis, ops)
+        await apply_ops_fenced(redis, ops, epochs)
     except (RedisError, OSError) as exc:
         raise RedisApplyError(partitions, exc) from exc
     applied = pg.max_ids(ops)

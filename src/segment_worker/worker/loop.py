@@ -47,6 +47,7 @@ from ..kafka import create_consumer, create_producer, ensure_topics, kafka_error
 from ..stores import postgres as pg
 from ..stores.errors import FencedError
 from ..stores.fencing import worker_application_name
+from ..stores.redis_fenced import on_wrong_type
 from .batch import BatchOutcome, BatchProcessor, SortedRecords
 from .catalog_cache import CatalogCache
 from .clock import Clock, SystemClock
@@ -58,6 +59,7 @@ from .partitions import PartitionState
 from .positions import consumer_lag
 from .record_cache import RecordCache
 from .ticker import REPLAN_SECONDS, Ticker, TickSchedule
+from .watch import Watchdog, heal_redis
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +93,13 @@ class WorkerOptions:
     leave_timeout_seconds: float = 10.0
     # /healthz fails when the batch loop has not come round for this long (a hung store call).
     stall_seconds: float = 120.0
+    # /healthz fails when an owned partition has lag and made no progress for this long (a batch
+    # that keeps failing or waiting); checked every ``watch_seconds``.
+    stuck_seconds: float = 120.0
+    watch_seconds: float = 5.0
+    # How often the Redis markers are checked (a Redis that lost data is rebuilt within this plus
+    # the rebuild: CONTRACT §6 allows 60 s); 0 disables the check.
+    redis_check_seconds: float = 10.0
 
 
 def default_owner() -> str:
@@ -125,6 +134,7 @@ class Worker:
         self._stopping = asyncio.Event()
         self._started = False
         self._loop_at = time.monotonic()  # when the batch loop last came round (liveness)
+        self._stuck: tuple[int, ...] = ()  # what the watchdog found last (liveness)
         self._pool: asyncpg.Pool | None = None
         self._redis: Redis | None = None
         self._producer: Any = None
@@ -165,6 +175,7 @@ class Worker:
             raise StoreUnavailable(
                 f"cannot reach Redis: {exc}", context={"operation": "worker start"}
             ) from exc
+        on_wrong_type(self._redis, lambda _key: self.metrics.errors.labels("redis_wrongtype").inc())
         self._producer = create_producer(s.kafka_bootstrap, client_id=f"segment-worker-{self.owner}")
         with kafka_errors("start producer", bootstrap=s.kafka_bootstrap):
             await self._producer.start()
@@ -227,7 +238,10 @@ class Worker:
         self._tasks = [
             asyncio.create_task(self._guard("housekeeping", self._housekeeping)),
             asyncio.create_task(self._guard("outbox", self._outbox_loop)),
+            asyncio.create_task(self._guard("watchdog", self._watchdog)),
         ]
+        if o.redis_check_seconds > 0:
+            self._tasks.append(asyncio.create_task(self._guard("redis-heal", self._heal_redis)))
         log.info(
             "worker %s started: group %s, input %s (%d partitions)",
             self.owner,
@@ -301,6 +315,12 @@ class Worker:
         stalled = time.monotonic() - self._loop_at
         if stalled > self.options.stall_seconds:
             return False, f"batch loop stalled for {stalled:.0f} s"
+        stuck = self._stuck
+        if stuck:
+            return False, (
+                f"partitions {list(stuck)} have lag and made no progress for over "
+                f"{self.options.stuck_seconds:.0f} s"
+            )
         return True, "ok"
 
     def readiness(self) -> tuple[bool, str]:
@@ -519,6 +539,21 @@ class Worker:
             notified = self._listener.take()
             async with self._lock:
                 await self._send_outbox(notified & set(self.owned))
+
+    async def _watchdog(self) -> None:
+        assert self._pool is not None
+        o = self.options
+        dog = Watchdog(self._consumer, self._pool, self.settings, self.partitions, o.stuck_seconds)
+        while not self._stopping.is_set():
+            await asyncio.sleep(o.watch_seconds)
+            self._stuck = await dog.check()
+            self.metrics.set_stuck(self.owner, len(self._stuck))
+
+    async def _heal_redis(self) -> None:
+        assert self._pool is not None and self._redis is not None
+        while not self._stopping.is_set():
+            await asyncio.sleep(self.options.redis_check_seconds)
+            await heal_redis(self._pool, self._redis, self.metrics)
 
     async def _observe(self) -> None:
         """Consumer lag per owned partition and the outbox backlog (the gauges)."""

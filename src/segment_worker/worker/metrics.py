@@ -90,14 +90,32 @@ class WorkerMetrics:
             ["stage"],
             registry=reg,
         )
+        self.stuck_partitions = Gauge(
+            "segment_worker_stuck_partitions",
+            "Owned input partitions with lag and no progress for longer than the stuck bound "
+            "(WorkerOptions.stuck_seconds); /healthz fails while any",
+            registry=reg,
+        )
+        self.redis_rebuilds = Counter(
+            "segment_worker_redis_rebuilds",
+            "Workspaces whose Redis sets were rebuilt from PostgreSQL because their marker was gone "
+            "(Redis lost data, a wrong-type key was repaired, or a first start)",
+            registry=reg,
+        )
         # Per lane (``lanes``): several consumers of one process share these metrics.
         self._owned: dict[str, int] = {}
+        self._stuck: dict[str, int] = {}
         self._backlog: dict[str, int] = {}
 
     def set_owned(self, owner: str, count: int) -> None:
         """Report one lane's owned partitions; the gauge is the process's total."""
         self._owned[owner] = count
         self.owned_partitions.set(sum(self._owned.values()))
+
+    def set_stuck(self, owner: str, count: int) -> None:
+        """Report one lane's stuck partitions; the gauge is the process's total."""
+        self._stuck[owner] = count
+        self.stuck_partitions.set(sum(self._stuck.values()))
 
     def set_backlog(self, owner: str, rows: int) -> None:
         """Report one lane's unsent outbox rows; the gauge is the process's total."""

@@ -1,0 +1,186 @@
+"""Fenced Redis writes: a worker that lost its partitions cannot undo the new owner's writes.
+
+Every write of committed ``redis_ops`` goes through one Lua script per workspace (all of a
+workspace's keys share the ``{<ws>}`` slot, so this is legal in a Redis Cluster too; Redis 6.2's
+EVAL, no Redis 7 functions). The script carries the PostgreSQL epoch of each partition whose ops
+it applies and the workspace's ``sw:{<ws>}:epochs`` hash remembers the newest epoch that wrote:
+
+- a stored epoch newer than the caller's → nothing is written (``FencedError``): a zombie that read
+  its pending ops, froze, and woke after the new owner replayed and moved on is refused;
+- otherwise the epochs are raised and the writes applied, atomically with the check.
+
+The script also refuses, before writing anything, when a key holds another type than a set (a
+key written by something outside the project): the key is reported (log naming it, the client's
+``on_wrong_type`` hook → ``segment_worker_errors{stage="redis_wrongtype"}``), deleted, and the
+workspace's rebuild marker removed, so the self-healing check rebuilds the key from PostgreSQL
+(``stores.redisheal``); then the write is applied. A wrong-type key never stalls a partition.
+
+A call carries at most ``CHUNK`` members (one script never blocks Redis for long); calls are
+pipelined like the plain writes of ``stores.redis``.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import Redis
+
+from . import RedisOp
+from .errors import FencedError
+from .keys import epochs_key, key_workspace, marker_key
+from .redis import _FLUSH_MEMBERS, CHUNK, coalesce_ops
+
+log = logging.getLogger(__name__)
+
+# KEYS[1] = epochs hash, KEYS[2..] = sets. ARGV: n, then n × (partition, epoch), then per set:
+# delete flag, count to add, count to remove, members to add, members to remove.
+# Answers {1} applied, {0, partition, stored epoch} fenced, {-1, key, type} wrong type.
+_SCRIPT = """
+local n = tonumber(ARGV[1])
+for i = 0, n - 1 do
+  local cur = redis.call('HGET', KEYS[1], ARGV[2 + 2 * i])
+  if cur and tonumber(cur) > tonumber(ARGV[3 + 2 * i]) then
+    return {0, ARGV[2 + 2 * i], cur}
+  end
+end
+for k = 2, #KEYS do
+  local t = redis.call('TYPE', KEYS[k])['ok']
+  if t ~= 'set' and t ~= 'none' then return {-1, KEYS[k], t} end
+end
+for i = 0, n - 1 do
+  local cur = redis.call('HGET', KEYS[1], ARGV[2 + 2 * i])
+  if not cur or tonumber(cur) < tonumber(ARGV[3 + 2 * i]) then
+    redis.call('HSET', KEYS[1], ARGV[2 + 2 * i], ARGV[3 + 2 * i])
+  end
+end
+local pos = 2 + 2 * n
+for k = 2, #KEYS do
+  local del, nadd, nrem = ARGV[pos], tonumber(ARGV[pos + 1]), tonumber(ARGV[pos + 2])
+  pos = pos + 3
+  if del == '1' then redis.call('DEL', KEYS[k]) end
+  for _, verb in ipairs({{'SADD', nadd}, {'SREM', nrem}}) do
+    local last = pos + verb[2] - 1
+    while pos <= last do
+      local upto = math.min(pos + 999, last)
+      redis.call(verb[1], KEYS[k], unpack(ARGV, pos, upto))
+      pos = upto + 1
+    end
+  end
+end
+return {1}
+"""
+
+# Per Redis client: called with the key when a wrong-type key was found and repaired (metrics).
+_WRONG_TYPE_HOOKS: weakref.WeakKeyDictionary[Any, Callable[[str], None]] = weakref.WeakKeyDictionary()
+
+
+def on_wrong_type(redis: Redis, hook: Callable[[str], None]) -> None:
+    """Call ``hook(key)`` whenever a fenced apply through ``redis`` repairs a wrong-type key."""
+    _WRONG_TYPE_HOOKS[redis] = hook
+
+
+@dataclass(slots=True)
+class _Call:
+    """One script call: a workspace's epochs and a chunk of its writes."""
+
+    workspace: str
+    epochs: Mapping[int, int]
+    keys: list[str] = field(default_factory=list)
+    args: list[str | int] = field(default_factory=list)
+    members: int = 0
+
+    def argv(self) -> list[str | int]:
+        head: list[str | int] = [len(self.epochs)]
+        for p, e in sorted(self.epochs.items()):
+            head += [p, e]
+        return head + self.args
+
+
+def _calls(ops: Iterable[RedisOp], epochs: Mapping[int, int]) -> list[_Call]:
+    ops = list(ops)
+    parts_of: dict[str, set[int]] = {}
+    for op in ops:
+        parts_of.setdefault(key_workspace(op.key) or "", set()).add(op.partition)
+    calls: list[_Call] = []
+    current: dict[str, _Call] = {}
+    for key, kw in coalesce_ops(ops).items():
+        ws = key_workspace(key) or ""
+        delete = kw.delete
+        adds, rems = list(kw.add), list(kw.remove)
+        while True:
+            call = current.get(ws)
+            if call is None or call.members >= CHUNK:
+                call = current[ws] = _Call(ws, {p: epochs.get(p, 0) for p in sorted(parts_of[ws])})
+                calls.append(call)
+            room = max(1, CHUNK - call.members)
+            a, adds = adds[:room], adds[room:]
+            r, rems = rems[: max(0, room - len(a))], rems[max(0, room - len(a)) :]
+            call.keys.append(key)
+            call.args += ["1" if delete else "0", len(a), len(r), *a, *r]
+            call.members += len(a) + len(r)
+            delete = False
+            if not adds and not rems:
+                break
+    return calls
+
+
+def _text(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+async def _run(redis: Redis, calls: list[_Call]) -> list[Any]:
+    results: list[Any] = []
+    pipe = redis.pipeline(transaction=False)
+    pending = 0
+    for call in calls:
+        pipe.eval(_SCRIPT, len(call.keys) + 1, epochs_key(call.workspace), *call.keys, *call.argv())
+        pending += call.members
+        if pending >= _FLUSH_MEMBERS:
+            results += await pipe.execute()
+            pending = 0
+    results += await pipe.execute()
+    return results
+
+
+async def apply_ops_fenced(redis: Redis, ops: Iterable[RedisOp], epochs: Mapping[int, int]) -> int:
+    """Apply committed ops (coalesced as ``stores.redis.apply_ops`` does) on condition that no newer
+    owner epoch than ``epochs`` (partition → epoch, from PostgreSQL) wrote the same workspace.
+    Raises ``FencedError`` when refused. Answers the number of script calls."""
+    calls = _calls(ops, epochs)
+    todo, sent = calls, 0
+    for _ in range(3):  # a wrong-type key is deleted, then its calls run again
+        results = await _run(redis, todo)
+        sent += len(todo)
+        again: list[_Call] = []
+        for call, res in zip(todo, results, strict=True):
+            status = int(res[0])
+            if status == 0:
+                p, stored = int(_text(res[1])), int(_text(res[2]))
+                raise FencedError({p: call.epochs[p]}, {p: stored})
+            if status == -1:
+                await _repair_wrong_type(redis, _text(res[1]), _text(res[2]))
+                again.append(call)
+        if not again:
+            return sent
+        todo = again
+    raise RuntimeError(f"Redis keys keep changing type under us: {[c.keys for c in todo]}")
+
+
+async def _repair_wrong_type(redis: Redis, key: str, found: str) -> None:
+    log.error(
+        "Redis key %s holds a %s, not a set (written by something outside segment-worker?);"
+        " deleting it: the workspace's sets are rebuilt from PostgreSQL", key, found,
+    )
+    ws = key_workspace(key)
+    pipe = redis.pipeline(transaction=False)
+    pipe.delete(key)
+    if ws is not None:
+        pipe.delete(marker_key(ws))  # the self-healing check rebuilds the workspace
+    await pipe.execute()
+    hook = _WRONG_TYPE_HOOKS.get(redis)
+    if hook is not None:
+        hook(key)
