@@ -97,6 +97,8 @@ class WorkerOptions:
     # that keeps failing or waiting); checked every ``watch_seconds``.
     stuck_seconds: float = 120.0
     watch_seconds: float = 5.0
+    # How often the running worker recreates topics a broker lost (a restart of the in-memory Tansu).
+    topics_check_seconds: float = 10.0
     # How often the Redis markers are checked (a Redis that lost data is rebuilt within this plus
     # the rebuild: CONTRACT §6 allows 60 s); 0 disables the check.
     redis_check_seconds: float = 10.0
@@ -156,7 +158,8 @@ class Worker:
         """Create topics if missing, record the input partition count, connect, join the group."""
         s = self.settings
         dsn = s.require_database_url()
-        counts = await ensure_topics(s.kafka_bootstrap, s)
+        missing: list[str] = []
+        counts = await ensure_topics(s.kafka_bootstrap, s, missing_out=missing)
         try:
             self._pool = pool = await pg.create_pool(
                 dsn, min_size=1, max_size=self.options.pool_max_size,
@@ -164,6 +167,8 @@ class Worker:
             )
             async with pool.acquire() as conn:
                 await pg.record_topic(conn, s.topic_events, counts[s.topic_events])
+                if s.topic_events in missing:  # a new log: positions stored for an old one are void
+                    await pg.new_incarnation(conn, s.topic_events)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise StoreUnavailable(
                 f"cannot reach PostgreSQL: {exc}", context={"operation": "worker start"}
@@ -240,6 +245,8 @@ class Worker:
             asyncio.create_task(self._guard("outbox", self._outbox_loop)),
             asyncio.create_task(self._guard("watchdog", self._watchdog)),
         ]
+        if o.topics_check_seconds > 0:
+            self._tasks.append(asyncio.create_task(self._guard("topics", self._recreate_topics)))
         if o.redis_check_seconds > 0:
             self._tasks.append(asyncio.create_task(self._guard("redis-heal", self._heal_redis)))
         log.info(
@@ -554,6 +561,28 @@ class Worker:
         while not self._stopping.is_set():
             await asyncio.sleep(self.options.redis_check_seconds)
             await heal_redis(self._pool, self._redis, self.metrics)
+
+    async def _recreate_topics(self) -> None:
+        """Every ``topics_check_seconds``: create the topics if a broker lost them. A recreated
+        input topic is a new log whose offsets restart at 0: the positions stored for the old one
+        are voided (a new incarnation, migration 009) and the owned partitions re-read from the log
+        start, so no record of the new log is skipped once it grows past an old position (records
+        of the old log applied before are versioned: a replay of them changes nothing)."""
+        assert self._pool is not None and self._ownership is not None
+        s = self.settings
+        while not self._stopping.is_set():
+            await asyncio.sleep(self.options.topics_check_seconds)
+            missing: list[str] = []
+            await ensure_topics(s.kafka_bootstrap, s, missing_out=missing)
+            if not missing:
+                continue
+            log.warning("Kafka topics %s were missing (did the broker lose its data?); recreated them",
+                        missing)
+            if s.topic_events in missing:
+                async with self._pool.acquire() as conn:
+                    await pg.new_incarnation(conn, s.topic_events)
+                async with self._lock:
+                    self._ownership.rewind(set(self.owned))
 
     async def _observe(self) -> None:
         """Consumer lag per owned partition and the outbox backlog (the gauges)."""

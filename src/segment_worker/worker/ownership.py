@@ -123,7 +123,12 @@ class Ownership:
         s = self.settings
         await self._replay_fencing_out(sorted(parts))
         async with self.pool.acquire() as conn:
-            offsets = await pg.load_offsets(conn, s.consumer_group, s.topic_events, sorted(parts))
+            offsets, void = await pg.load_positions(conn, s.consumer_group, s.topic_events, sorted(parts))
+        for p, stored in sorted(void.items()):
+            log.warning(
+                "stored position %d of %s[%d] belongs to a log the broker lost (the topic was"
+                " recreated); continuing from the log start", stored, s.topic_events, p,
+            )
         tps = self.tps(parts)
         await seek_stored(self.consumer, s.kafka_bootstrap, tps, offsets)
         self.records.drop(parts)
