@@ -102,28 +102,32 @@ class _Call:
 
 def _calls(ops: Iterable[RedisOp], epochs: Mapping[int, int]) -> list[_Call]:
     ops = list(ops)
-    parts_of: dict[str, set[int]] = {}
+    parts_of_key: dict[str, set[int]] = {}
     for op in ops:
-        parts_of.setdefault(key_workspace(op.key) or "", set()).add(op.partition)
+        parts_of_key.setdefault(op.key, set()).add(op.partition)
+    parts_of: dict[str, set[int]] = {}
+    for key, parts in parts_of_key.items():
+        parts_of.setdefault(key_workspace(key) or "", set()).update(parts)
     calls: list[_Call] = []
     current: dict[str, _Call] = {}
     for key, kw in coalesce_ops(ops).items():
         ws = key_workspace(key) or ""
         delete = kw.delete
-        adds, rems = list(kw.add), list(kw.remove)
+        members = kw.add + kw.remove  # the adds, then the removes (disjoint: the last op per member)
+        n_add, at = len(kw.add), 0
         while True:
             call = current.get(ws)
             if call is None or call.members >= CHUNK:
                 call = current[ws] = _Call(ws, {p: epochs.get(p, 0) for p in sorted(parts_of[ws])})
                 calls.append(call)
-            room = max(1, CHUNK - call.members)
-            a, adds = adds[:room], adds[room:]
-            r, rems = rems[: max(0, room - len(a))], rems[max(0, room - len(a)) :]
+            upto = min(len(members), at + max(1, CHUNK - call.members))
+            adds = max(0, min(upto, n_add) - at)
             call.keys.append(key)
-            call.args += ["1" if delete else "0", len(a), len(r), *a, *r]
-            call.members += len(a) + len(r)
-            delete = False
-            if not adds and not rems:
+            call.args.extend(("1" if delete else "0", adds, upto - at - adds))
+            call.args.extend(members[at:upto])
+            call.members += upto - at
+            delete, at = False, upto
+            if at >= len(members):
                 break
     return calls
 
