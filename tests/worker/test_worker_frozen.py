@@ -134,3 +134,55 @@ async def test_a_worker_frozen_inside_a_batch_blocks_nobody(
             p.ensure_dead()
         await conn.close()
         await redis.aclose()
+
+
+async def test_a_worker_frozen_between_batches_blocks_nobody(
+    unique_settings: Settings, workspace_id: str, redis_url: str, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    s = unique_settings
+    conn = await pg.connect(s.require_database_url())
+    redis = Redis.from_url(redis_url)
+    a = WorkerProcess(s, tmp_path / "a.log")
+    b = WorkerProcess(s, tmp_path / "b.log")
+    loop = asyncio.get_running_loop()
+    try:
+        ws = await create_workspace(conn, workspace_id, attributes=MIXED_ATTRIBUTES, segments=MIXED_SEGMENTS)
+        events = mixed_events(ws.id, 300, 3000, seed=9)
+        a.start()
+        b.start()
+        assert a.proc is not None and b.proc is not None
+        deadline = loop.time() + 60
+        while {a.proc.pid, b.proc.pid} - set((await owners(conn)).values()):
+            assert loop.time() < deadline, "two workers never shared the partitions:\n" + a.log_text()
+            await asyncio.sleep(0.2)
+        a_parts = {p for p, pid in (await owners(conn)).items() if pid == a.proc.pid}
+        for _ in range(200):  # idle: no transaction, no lock held (not ticking at that moment)
+            a.proc.send_signal(signal.SIGSTOP)
+            await asyncio.sleep(0.05)
+            if not await conn.fetch(_IN_BATCH_SQL, str(a.proc.pid)):
+                break
+            a.proc.send_signal(signal.SIGCONT)
+            await asyncio.sleep(random.uniform(0.0, 0.1))
+        assert not await conn.fetch(_IN_BATCH_SQL, str(a.proc.pid))
+        frozen_at = time.monotonic()
+        ends = await produce(kafka_bootstrap, s.topic_events, [encode(ev) for ev in events])
+        await wait_caught_up(conn, s.consumer_group, s.topic_events, ends, workspace_id=ws.id,
+                             limit_s=SESSION_TIMEOUT_S + 30)
+        recovered_s = time.monotonic() - frozen_at
+        print(f"frozen between batches: partitions {sorted(a_parts)} processed again in {recovered_s:.1f} s")
+        assert all(pid == b.proc.pid for p, pid in (await owners(conn)).items() if p in a_parts)
+        a.proc.send_signal(signal.SIGCONT)
+        await asyncio.sleep(SESSION_TIMEOUT_S * 3)
+        await wait_caught_up(conn, s.consumer_group, s.topic_events, ends, workspace_id=ws.id, limit_s=60)
+        output = await read_topic(kafka_bootstrap, s.topic_membership)
+        await check_consistency(conn, redis, ws, output, SystemClock().now())
+        assert a.proc.poll() is None and b.proc.poll() is None, "a worker died"
+        assert a.terminate() == 0, a.log_text()
+        assert b.terminate() == 0, b.log_text()
+    finally:
+        for p in (a, b):
+            if p.proc is not None and p.proc.poll() is None:
+                p.proc.send_signal(signal.SIGCONT)
+            p.ensure_dead()
+        await conn.close()
+        await redis.aclose()
