@@ -558,9 +558,18 @@ class Worker:
 
     async def _heal_redis(self) -> None:
         assert self._pool is not None and self._redis is not None
+        wait = self.options.redis_check_seconds
         while not self._stopping.is_set():
-            await asyncio.sleep(self.options.redis_check_seconds)
-            await heal_redis(self._pool, self._redis, self.metrics)
+            await asyncio.sleep(wait)
+            try:
+                await heal_redis(self._pool, self._redis, self.metrics)
+                wait = self.options.redis_check_seconds
+            except (RedisError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                # Typically the first command on a connection to a Redis that restarted: check
+                # again soon rather than a whole period later (the 60 s bound, CONTRACT §6).
+                log.warning("checking Redis for lost data failed (%s); again in 1 s", exc)
+                self.metrics.errors.labels("redis-heal").inc()
+                wait = min(1.0, self.options.redis_check_seconds)
 
     async def _recreate_topics(self) -> None:
         """Every ``topics_check_seconds``: create the topics if a broker lost them. A recreated
