@@ -1,4 +1,4 @@
-"""Positions stored for a log the broker lost are void once the topic is recreated (migration 009)."""
+"""Positions stored for a log the broker lost are void once the topic is recreated (migration 010)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """The FastAPI application: ``create_app(settings)`` (CONTRACT §8).
 
 Routes live under ``/v1/workspaces/{ws}`` and need a bearer token; ``/healthz``, ``/readyz``,
-``/metrics``, ``/docs`` and ``/openapi.json`` do not. The app opens its PostgreSQL pool, Redis
+``/metrics``, ``/docs``, ``/openapi.json`` and the web console's files (``/console``) do not.
+The app opens its PostgreSQL pool, Redis
 client and (lazily) Kafka producer in its lifespan, unless given a ``ServiceContext``.
 """
 
@@ -14,12 +15,22 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
 from ..config import Settings
 from ..service.context import ServiceContext
 from ..service.tokens import static_tokens
-from . import errors, routes_customers, routes_members, routes_segments, routes_workspace
+from . import (
+    console_route,
+    docs,
+    errors,
+    observe,
+    routes_customers,
+    routes_members,
+    routes_segments,
+    routes_workspace,
+)
 from .models import ErrorResponse
 
 _DURATIONS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -34,6 +45,17 @@ _ERRORS = {
         422: "Invalid request",
     }.items()
 }
+
+
+_UNAVAILABLE = {
+    503: {"model": ErrorResponse, "description": "A store (PostgreSQL, Redis or Kafka) is unavailable; retry"}
+}
+
+
+def operation_id(route: APIRoute) -> str:
+    """The OpenAPI ``operationId`` of a route: its name (the route function's, unless the route sets
+    ``name=``), so generated clients read ``create_segment(...)``. Names are unique (tested)."""
+    return route.name
 
 
 class ApiMetrics:
@@ -76,6 +98,9 @@ def create_app(settings: Settings, context: ServiceContext | None = None) -> Fas
         summary="Real-time customer segments: rules, static lists, CSV import, audiences",
         lifespan=lifespan,
         responses=_ERRORS,  # type: ignore[arg-type]
+        generate_unique_id_function=operation_id,
+        docs_url=None,  # served by docs.install from packaged assets, not a CDN
+        redoc_url=None,
     )
     app.state.static_tokens = tokens
     metrics = ApiMetrics()
@@ -92,7 +117,9 @@ def create_app(settings: Settings, context: ServiceContext | None = None) -> Fas
         return response
 
     for module in (routes_workspace, routes_segments, routes_members, routes_customers):
-        app.include_router(module.router)
+        # Every workspace route reads PostgreSQL (and most Redis or Kafka): any can answer 503.
+        app.include_router(module.router, responses=_UNAVAILABLE)  # type: ignore[arg-type]
+    console_route.mount_console(app)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:
@@ -120,9 +147,11 @@ def create_app(settings: Settings, context: ServiceContext | None = None) -> Fas
             return errors.error_response(503, "unavailable", f"not ready: {', '.join(failed)}", checks)
         return JSONResponse({"status": "ready", "checks": checks})
 
-    @app.get("/metrics", tags=["operations"], response_class=Response)
+    @app.get("/metrics", tags=["operations"], response_class=Response, name="metrics")
     async def metrics_endpoint() -> Response:
         """Prometheus text format."""
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    docs.install(app)
+    observe.install(app)
     return app

@@ -12,6 +12,7 @@ from uuid import UUID
 
 import asyncpg
 
+from .. import tracing
 from ..rules.compiled import CompiledRule
 from ..rules.model import Catalog
 from ..rules.timectx import TimeContext
@@ -58,7 +59,7 @@ async def recompute(
         where,
         params,
         candidates_sql=candidates_sql,
-        cause=cause,
+        cause=tracing.with_trace(cause),
         at=at,
     )
 
@@ -97,7 +98,7 @@ async def set_membership(
         [],
         partitions=partitions,
         candidates_sql=candidates_sql,
-        cause=cause,
+        cause=tracing.with_trace(cause),
         at=at,
     )
 

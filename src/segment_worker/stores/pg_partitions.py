@@ -81,7 +81,7 @@ async def load_positions(
     conn: asyncpg.Connection, group: str, topic: str, partitions: Sequence[int]
 ) -> tuple[dict[int, int], dict[int, int]]:
     """(valid, void): the stored next offsets of the topic's current incarnation, and those stored
-    for an earlier incarnation of the log (a broker that lost its data; migration 009)."""
+    for an earlier incarnation of the log (a broker that lost its data; migration 010)."""
     rows = await conn.fetch(
         "SELECT o.partition, o.next_offset, o.incarnation = COALESCE(t.incarnation, 0) AS current"
         " FROM consumer_offsets o LEFT JOIN kafka_topics t ON t.topic = o.topic"

@@ -27,12 +27,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.asyncio import Redis
-
 from . import RedisOp
 from .errors import FencedError
 from .keys import epochs_key, key_workspace, marker_key
 from .redis import _FLUSH_MEMBERS, CHUNK, coalesce_ops
+from .redis_client import RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +77,7 @@ return {1}
 _WRONG_TYPE_HOOKS: weakref.WeakKeyDictionary[Any, Callable[[str], None]] = weakref.WeakKeyDictionary()
 
 
-def on_wrong_type(redis: Redis, hook: Callable[[str], None]) -> None:
+def on_wrong_type(redis: RedisClient, hook: Callable[[str], None]) -> None:
     """Call ``hook(key)`` whenever a fenced apply through ``redis`` repairs a wrong-type key."""
     _WRONG_TYPE_HOOKS[redis] = hook
 
@@ -136,7 +135,7 @@ def _text(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
-async def _run(redis: Redis, calls: list[_Call]) -> list[Any]:
+async def _run(redis: RedisClient, calls: list[_Call]) -> list[Any]:
     results: list[Any] = []
     pipe = redis.pipeline(transaction=False)
     pending = 0
@@ -150,7 +149,7 @@ async def _run(redis: Redis, calls: list[_Call]) -> list[Any]:
     return results
 
 
-async def apply_ops_fenced(redis: Redis, ops: Iterable[RedisOp], epochs: Mapping[int, int]) -> int:
+async def apply_ops_fenced(redis: RedisClient, ops: Iterable[RedisOp], epochs: Mapping[int, int]) -> int:
     """Apply committed ops (coalesced as ``stores.redis.apply_ops`` does) on condition that no newer
     owner epoch than ``epochs`` (partition → epoch, from PostgreSQL) wrote the same workspace.
     Raises ``FencedError`` when refused. Answers the number of script calls."""
@@ -174,7 +173,7 @@ async def apply_ops_fenced(redis: Redis, ops: Iterable[RedisOp], epochs: Mapping
     raise RuntimeError(f"Redis keys keep changing type under us: {[c.keys for c in todo]}")
 
 
-async def _repair_wrong_type(redis: Redis, key: str, found: str) -> None:
+async def _repair_wrong_type(redis: RedisClient, key: str, found: str) -> None:
     log.error(
         "Redis key %s holds a %s, not a set (written by something outside segment-worker?);"
         " deleting it: the workspace's sets are rebuilt from PostgreSQL", key, found,

@@ -27,10 +27,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import asyncpg
-from redis.asyncio import Redis
 
 from .keys import marker_key
 from .reconcile import rebuild_and_diff
+from .redis_client import RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ async def workspaces(conn: asyncpg.Connection) -> list[str]:
     return sorted(r[0] for r in await conn.fetch(_WORKSPACES_SQL))
 
 
-async def lost_workspaces(redis: Redis, candidates: Sequence[str]) -> list[str]:
+async def lost_workspaces(redis: RedisClient, candidates: Sequence[str]) -> list[str]:
     """Those of ``candidates`` whose marker is not ``ok`` (one pipelined GET each)."""
     if not candidates:
         return []
@@ -83,7 +83,7 @@ async def lost_workspaces(redis: Redis, candidates: Sequence[str]) -> list[str]:
     return [ws for ws, v in zip(candidates, values, strict=True) if v != MARKER_OK]
 
 
-async def rebuild_workspace(pool: asyncpg.Pool, redis: Redis, ws: str) -> int | None:
+async def rebuild_workspace(pool: asyncpg.Pool, redis: RedisClient, ws: str) -> int | None:
     """Rebuild ``ws``'s sets from PostgreSQL unless another process is doing it (None then);
     answers how many keys drifted."""
     async with pool.acquire() as conn:
@@ -105,7 +105,7 @@ async def rebuild_workspace(pool: asyncpg.Pool, redis: Redis, ws: str) -> int | 
 
 
 async def check_and_heal(
-    pool: asyncpg.Pool, redis: Redis, on_rebuilt: Callable[[str], None] | None = None
+    pool: asyncpg.Pool, redis: RedisClient, on_rebuilt: Callable[[str], None] | None = None
 ) -> HealOutcome:
     """Find the workspaces whose marker is gone and rebuild those no other process is rebuilding
     (``on_rebuilt(ws)`` after each)."""

@@ -37,20 +37,23 @@ from typing import Any
 import asyncpg
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from .. import budget
 from ..config import Settings
 from ..errors import FencedError as SwFencedError
 from ..errors import StoreUnavailable
 from ..kafka import create_consumer, create_producer, ensure_topics, kafka_errors
+from ..logs import partitions_context
 from ..stores import postgres as pg
 from ..stores.errors import FencedError
 from ..stores.fencing import worker_application_name
+from ..stores.redis_client import RedisClient, connect_redis
 from ..stores.redis_fenced import on_wrong_type
 from .batch import BatchOutcome, BatchProcessor, SortedRecords
 from .catalog_cache import CatalogCache
 from .clock import Clock, SystemClock
+from .failures import Backoff
 from .fetching import Fetched, fetch, usable
 from .metrics import WorkerMetrics
 from .outbox import OutboxListener, OutboxSender, backlog
@@ -85,8 +88,12 @@ class WorkerOptions:
     owner: str | None = None
     outbox_batch_rows: int = 5000
     records_per_partition: int = 50_000
-    pool_max_size: int = 4
+    pool_max_size: int = budget.LANE_PG_POOL  # plus the LISTEN connection: budget.LANE
     retry_backoff_seconds: float = 1.0
+    # A failed batch (transient: connection lost, timeouts) is retried after a jittered exponential
+    # backoff from this much up to the cap (``failures.Backoff``), so workers do not retry in step.
+    batch_backoff_seconds: float = 0.1
+    batch_backoff_max_seconds: float = 5.0
     commit_timeout_seconds: float = 5.0
     # Leaving the group waits for aiokafka's coordination task, which a group that never settles
     # keeps rejoining (seen on Tansu); past this the member expires instead.
@@ -130,6 +137,7 @@ class Worker:
         self.fetched_ahead = 0  # fetches started while a batch was in flight (tests, logs)
         self.last_batch: BatchOutcome | None = None
         self._lock = asyncio.Lock()
+        self._backoff = Backoff(self.options.batch_backoff_seconds, self.options.batch_backoff_max_seconds)
         self._tick_wanted = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._commit_task: asyncio.Task[None] | None = None
@@ -138,7 +146,7 @@ class Worker:
         self._loop_at = time.monotonic()  # when the batch loop last came round (liveness)
         self._stuck: tuple[int, ...] = ()  # what the watchdog found last (liveness)
         self._pool: asyncpg.Pool | None = None
-        self._redis: Redis | None = None
+        self._redis: RedisClient | None = None
         self._producer: Any = None
         self._consumer: Any = None
         self._listener: OutboxListener | None = None
@@ -173,8 +181,8 @@ class Worker:
             raise StoreUnavailable(
                 f"cannot reach PostgreSQL: {exc}", context={"operation": "worker start"}
             ) from exc
-        self._redis = Redis.from_url(s.require_redis_url())
         try:
+            self._redis = await connect_redis(s, max_connections=budget.LANE_REDIS)
             await self._redis.ping()
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(
@@ -380,10 +388,11 @@ class Worker:
                     self.fetched_ahead += 1
                 async with self._lock:
                     batch = usable(fetched, self.partitions.ready().keys(), self.partitions.moves)
-                    ok = await self._batch(batch) if batch.records else True
+                    with partitions_context(batch.next_offsets):
+                        ok = await self._batch(batch) if batch.records else True
                 if not ok:
-                    await asyncio.sleep(self.options.retry_backoff_seconds)
-                self._commit_kafka()
+                    await asyncio.sleep(self._backoff.next())
+                self._commit_kafka()  # commit order step 7 (stores.unit)
         finally:
             stopping.cancel()
             if ahead is not None:
@@ -400,27 +409,31 @@ class Worker:
         )
 
     async def _batch(self, batch: SortedRecords) -> bool:
-        """Process one batch; on failure rewind its partitions (answers False: back off)."""
+        """Process one batch, isolating poison records (``BatchProcessor.run_isolating``); on a
+        transient failure rewind its partitions (answers False: back off)."""
         assert self._processor is not None and self._ownership is not None
         parts = set(batch.next_offsets)
         try:
-            outcome = await self._processor.run(batch, self.owned, self._partition_count())
+            outcome = await self._processor.run_isolating(batch, self.owned, self._partition_count())
         except _FENCED as exc:
             lost = self._fenced(exc, parts, "batch")
             self._ownership.rewind(parts - lost)
             return True
-        except Exception:
-            log.exception(
-                "batch over partitions %s failed; re-reading them from the stored offsets", sorted(parts)
+        except Exception as exc:
+            log.error(
+                "batch over partitions %s failed (transient, attempt %d): %s: %s; re-reading them from the"
+                " stored offsets after a backoff", sorted(parts), self._backoff.attempts + 1,
+                type(exc).__name__, exc, exc_info=True,
             )
             self.metrics.errors.labels("batch").inc()
             self._ownership.rewind(parts)
             return False
+        self._backoff.reset()
         self.batches += 1
         log.debug("batch %s", outcome)
         self.last_batch = outcome
         self.partitions.consumed(batch.next_offsets)
-        await self._send_outbox(self.owned)
+        await self._send_outbox(self.owned)  # commit order step 6 (stores.unit)
         return True
 
     def _fenced(self, exc: BaseException, parts: Iterable[int], what: str) -> set[int]:
@@ -574,7 +587,7 @@ class Worker:
     async def _recreate_topics(self) -> None:
         """Every ``topics_check_seconds``: create the topics if a broker lost them. A recreated
         input topic is a new log whose offsets restart at 0: the positions stored for the old one
-        are voided (a new incarnation, migration 009) and the owned partitions re-read from the log
+        are voided (a new incarnation, migration 010) and the owned partitions re-read from the log
         start, so no record of the new log is skipped once it grows past an old position (records
         of the old log applied before are versioned: a replay of them changes nothing)."""
         assert self._pool is not None and self._ownership is not None

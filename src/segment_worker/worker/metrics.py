@@ -15,6 +15,8 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
+from ..events import DLQ_REASONS
+
 _BATCH_SIZES = (1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000)
 _DURATIONS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -32,8 +34,23 @@ class WorkerMetrics:
             registry=reg,
         )
         self.dlq_records = Counter(
-            "segment_worker_dlq_records", "Records sent to the dead-letter topic", registry=reg
+            "segment_worker_dlq_records",
+            "Records sent to the dead-letter topic, by reason: invalid_json, invalid_event, limit, "
+            "invalid_value, oversized, poison (parsed but failed alone in the worker)",
+            ["reason"],
+            registry=reg,
         )
+        for reason in DLQ_REASONS:  # every series exists from the start (rate() and alerts see 0)
+            self.dlq_records.labels(reason)
+        self.tick_failures = Counter(
+            "segment_worker_tick_failures",
+            "Time-relative re-checks that failed and were skipped while the others went on, by scope "
+            "(workspace: one workspace's segments; partition: a partition's whole tick)",
+            ["scope"],
+            registry=reg,
+        )
+        for scope in ("workspace", "partition"):
+            self.tick_failures.labels(scope)
         self.rekeyed_records = Counter(
             "segment_worker_rekeyed_records",
             "Records whose key was not '<workspace_id>:<customer_id>' of their payload (or that sat in "

@@ -18,6 +18,7 @@ from typing import Any
 
 import asyncpg
 
+from .. import tracing
 from ..events import render_segment_deleted, segment_deleted_key
 from ..membership_events import TransitionRenderer
 from ..partitioning import partition_for
@@ -109,7 +110,8 @@ class OutboxSender:
                     # the end: see fetch_unsent).
                     nxt = pg_outbox.fetch_unsent(conn, parts, limit, after=dict(after))
                     ahead = asyncio.ensure_future(nxt)
-                    pending.append(await self._queue(rows))
+                    with tracing.send_span(self._topic, sorted(after), len(rows)):
+                        pending.append(await self._queue(rows))
                     if len(pending) > 1:
                         await self._settle(pending.pop(0))
                     total += len(rows)

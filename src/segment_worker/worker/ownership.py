@@ -19,13 +19,13 @@ from typing import Any
 import asyncpg
 from aiokafka import TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from redis.asyncio import Redis
 
 from ..config import Settings
 from ..stores import postgres as pg
 from ..stores.errors import LockTimeoutError
 from ..stores.fencing import claim_fencing_out, end_stale_holders
 from ..stores.pgtimeouts import CLAIM_LOCK_TIMEOUT
+from ..stores.redis_client import RedisClient
 from ..stores.unit import SW_LOCK_CLASS, replay_redis_ops
 from .metrics import WorkerMetrics
 from .outbox import OutboxSender
@@ -65,7 +65,7 @@ class Ownership:
     lock: asyncio.Lock
     consumer: Any
     pool: asyncpg.Pool
-    redis: Redis
+    redis: RedisClient
     records: RecordCache
     outbox: OutboxSender
     # Sends the outbox of those of the partitions still owned (``Worker.send_outbox``).

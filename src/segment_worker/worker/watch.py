@@ -13,10 +13,10 @@ from collections.abc import Iterable
 from typing import Any
 
 import asyncpg
-from redis.asyncio import Redis
 
 from ..config import Settings
 from ..stores import postgres as pg
+from ..stores.redis_client import RedisClient
 from ..stores.redisheal import check_and_heal
 from .metrics import WorkerMetrics
 from .ownership import topic_partitions
@@ -79,7 +79,7 @@ class Watchdog:
         return stuck
 
 
-async def heal_redis(pool: asyncpg.Pool, redis: Redis, metrics: WorkerMetrics) -> None:
+async def heal_redis(pool: asyncpg.Pool, redis: RedisClient, metrics: WorkerMetrics) -> None:
     """One Redis check: rebuild the workspaces whose marker is gone (``stores.redisheal``; one
     worker per workspace, the others skip it); ``segment_worker_redis_rebuilds`` counts them."""
     outcome = await check_and_heal(pool, redis, on_rebuilt=lambda _ws: metrics.redis_rebuilds.inc())
