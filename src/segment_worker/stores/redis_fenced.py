@@ -21,11 +21,14 @@ pipelined like the plain writes of ``stores.redis``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from redis.exceptions import ClusterError, TryAgainError
 
 from . import RedisOp
 from .errors import FencedError
@@ -149,6 +152,25 @@ async def _run(redis: RedisClient, calls: list[_Call]) -> list[Any]:
     return results
 
 
+# A Redis Cluster migrating a workspace's slot answers TRYAGAIN to a multi-key script while its keys
+# are split between the two nodes (redis-py retries ~0.4 s, then "TTL exhausted"): wait it out here
+# (~6 s in all) rather than fail the batch. Re-running calls that were applied is harmless: a
+# member belongs to one partition, whose lock the caller holds.
+_CLUSTER_RETRY_S = (0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
+
+
+async def _run_retrying(redis: RedisClient, calls: list[_Call]) -> list[Any]:
+    for delay in (*_CLUSTER_RETRY_S, None):
+        try:
+            return await _run(redis, calls)
+        except (ClusterError, TryAgainError) as exc:
+            if delay is None:
+                raise
+            log.info("fenced Redis writes retried in %.1f s (a slot moving?): %s", delay, exc)
+            await asyncio.sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 async def apply_ops_fenced(redis: RedisClient, ops: Iterable[RedisOp], epochs: Mapping[int, int]) -> int:
     """Apply committed ops (coalesced as ``stores.redis.apply_ops`` does) on condition that no newer
     owner epoch than ``epochs`` (partition → epoch, from PostgreSQL) wrote the same workspace.
@@ -156,7 +178,7 @@ async def apply_ops_fenced(redis: RedisClient, ops: Iterable[RedisOp], epochs: M
     calls = _calls(ops, epochs)
     todo, sent = calls, 0
     for _ in range(3):  # a wrong-type key is deleted, then its calls run again
-        results = await _run(redis, todo)
+        results = await _run_retrying(redis, todo)
         sent += len(todo)
         again: list[_Call] = []
         for call, res in zip(todo, results, strict=True):
