@@ -162,3 +162,17 @@ async def test_a_worker_whose_dlq_sends_fail_retries_the_batch_and_loses_nothing
     # processed + dead-lettered = input: every bad record is in the DLQ (at least once).
     assert {r.value for r in dlq} == {v for _, v in bad}
     assert all(dict(r.headers)["error"].startswith(b"not valid JSON") for r in dlq)
+
+
+async def test_send_retries_stop_at_the_time_budget(
+    kafka_bootstrap: str, unique_name: Callable[[str], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch's transaction and locks are held while the DLQ is retried: past the budget no new
+    round starts, however many attempts are left."""
+    monkeypatch.setattr(deadletter, "SEND_BUDGET_SECONDS", 0.0)
+    topic = unique_name("dlq")
+    async with producer(kafka_bootstrap) as prod:
+        flaky = FlakyProducer(prod, topic, failures=10**6)
+        with pytest.raises(DeadLetterUndelivered, match="after 1 attempts"):
+            await publish_dead_letters(flaky, topic, [_letter(b"v")], attempts=5, backoff=Backoff(0.01, 0.02))
+    assert flaky.attempts == 1

@@ -25,6 +25,7 @@ from segment_worker.config import Settings
 from segment_worker.events import DLQ_REASONS
 from segment_worker.stores import postgres as pg
 from segment_worker.stores.keys import segment_key
+from segment_worker.worker.clock import ManualClock
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -148,3 +149,54 @@ async def test_records_that_fail_later_are_dead_lettered_and_nothing_stalls(
         assert headers["source-topic"] == s.topic_events
         assert source[(int(headers["source-partition"]), int(headers["source-offset"]))] == rec.value
         assert rec.key == f"{ws}:{b['customer_id']}".encode()
+
+
+async def test_instants_at_the_ends_of_the_range_stay_valid_after_a_reload(
+    unique_settings: Settings, workspace_id: str, redis_url: str, kafka_bootstrap: str
+) -> None:
+    """0001-01-01T00:00:00Z (Go's zero time) and 9999-12-31T23:59:59.999999Z — Python's first and
+    last instants, which asyncpg would send as -infinity / infinity and read back naive — are within
+    the limits: a customer holding them, loaded from PostgreSQL (a new owner, a restart), still
+    takes events and is judged by both evaluators alike."""
+    s, ws = unique_settings, workspace_id
+    first = [
+        event(ws, "zero", "customer.interaction", {"direction": "incoming"}, T0),
+        event(ws, "last", "customer.upserted", {"created_at": "9999-12-31T23:59:59.999999Z"}, T0),
+    ]
+    first[0]["occurred_at"] = "0001-01-01T00:00:00Z"
+    then = [event(ws, cid, "customer.tags_added", {"tags": ["vip"]}, T0) for cid in ("zero", "last")]
+    conn = await pg.connect(s.require_database_url())
+    redis = Redis.from_url(redis_url)
+    try:
+        w = await create_workspace(
+            conn,
+            ws,
+            segments={
+                "VIP": {"field": "tags", "op": "has", "value": "vip"},
+                "Heard from": {"field": "last_incoming_at", "op": "is_not_empty"},
+                "Created": {"field": "created_at", "op": "before", "value": "2000-01-01"},
+                "Anniversary": {"field": "created_at", "op": "anniversary_this_month"},
+            },
+        )
+        ends = await produce(kafka_bootstrap, s.topic_events, [encode(e) for e in first])
+        async with WorkerHarness(s, clock=ManualClock(T0)):
+            await wait_caught_up(conn, s.consumer_group, s.topic_events, ends, workspace_id=ws)
+        ends = await produce(kafka_bootstrap, s.topic_events, [encode(e) for e in then])
+        # A new process: the customers come from PostgreSQL (November: no anniversary this month).
+        async with WorkerHarness(s, clock=ManualClock(T0)) as h:
+            await wait_caught_up(conn, s.consumer_group, s.topic_events, ends, workspace_id=ws)
+            counts = dlq_counts(h)
+        members = {
+            name: {m.decode() for m in await redis.smembers(segment_key(ws, sid))}
+            for name, sid in w.segments.items()
+        }
+    finally:
+        await conn.close()
+        await redis.aclose()
+    assert counts == {r: 0 for r in DLQ_REASONS}
+    assert members == {
+        "VIP": {"zero", "last"},
+        "Heard from": {"zero"},
+        "Created": {"zero"},
+        "Anniversary": set(),
+    }

@@ -78,7 +78,7 @@ async def test_a_redis_that_lost_data_is_rebuilt_by_the_running_worker(
             took = await wait_redis_equals_postgres(pool, redis, ws, "FLUSHALL")
             assert took < BOUND_S
             rebuilds = h.metric("segment_worker_redis_rebuilds_total")
-            assert rebuilds >= 2  # the first start's, then this one
+            assert rebuilds >= 1  # this one (the first start found nothing lost: not counted)
 
             own.kill()  # kill -9, no persistence: it comes back empty on the same port
             await own.start()

@@ -10,17 +10,27 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    PLATFORM_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    Info,
+    ProcessCollector,
+    generate_latest,
+)
 
 from ..config import Settings
 from ..service.context import ServiceContext
 from ..service.tokens import static_tokens
+from ..worker.metrics import build_labels
 from . import (
     console_route,
     docs,
@@ -59,10 +69,29 @@ def operation_id(route: APIRoute) -> str:
 
 
 class ApiMetrics:
-    """Request counts and latencies, in the app's own registry (several apps can share a process)."""
+    """Request counts and latencies, the transitions the API's calls made, build and process
+    metrics, in the app's own registry (several apps can share a process)."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        # process_* (CPU, memory, file descriptors; Linux) and python_info: what the default
+        # registry of the worker serves too.
+        ProcessCollector(registry=self.registry)
+        self.registry.register(PLATFORM_COLLECTOR)
+        self.build_info = Info("segment_worker_build", "segment-worker's version and Python's",
+                               registry=self.registry)
+        self.build_info.info(build_labels())
+        self.transitions = Counter(
+            "segment_worker_api_transitions",
+            "Enter/exit/deleted transitions committed by the API's calls, by kind and cause",
+            ["kind", "cause"],
+            registry=self.registry,
+        )
+        # The bounded label values (service.recompute's causes), served before they first count.
+        for kind in ("entered", "exited"):
+            for cause in ("rules_changed", "manual", "import"):
+                self.transitions.labels(kind, cause)
+        self.transitions.labels("deleted", "manual")
         self.requests = Counter(
             "segment_worker_api_requests",
             "HTTP requests answered, by method, route and status",
@@ -77,6 +106,11 @@ class ApiMetrics:
             registry=self.registry,
         )
 
+    def count_transitions(self, tally: Mapping[tuple[str, str], int]) -> None:
+        """A committed unit's transitions ((kind, cause) → count; ``ServiceContext.transition_sinks``)."""
+        for (kind, cause), n in tally.items():
+            self.transitions.labels(kind, cause).inc(n)
+
 
 def create_app(settings: Settings, context: ServiceContext | None = None) -> FastAPI:
     """The API app for ``settings``; ``context`` (tests, ``dev``) reuses open connections."""
@@ -86,9 +120,11 @@ def create_app(settings: Settings, context: ServiceContext | None = None) -> Fas
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ctx = context if context is not None else await ServiceContext.open(settings)
         app.state.ctx = ctx
+        ctx.transition_sinks.append(metrics.count_transitions)
         try:
             yield
         finally:
+            ctx.transition_sinks.remove(metrics.count_transitions)
             if context is None:
                 await ctx.close()
 

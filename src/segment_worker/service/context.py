@@ -4,7 +4,7 @@ for input events (``PATCH /customers/{id}``)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 import asyncpg
@@ -75,6 +75,8 @@ class ServiceContext:
         self.redis = redis
         self.settings = settings
         self.publisher: EventPublisher = publisher or KafkaPublisher(settings.kafka_bootstrap)
+        # Told, after each committed unit, the transitions it wrote: (kind, cause kind) → count.
+        self.transition_sinks: list[Callable[[Mapping[tuple[str, str], int]], None]] = []
 
     @classmethod
     async def open(cls, settings: Settings) -> ServiceContext:

@@ -19,6 +19,7 @@ from ..rules.timectx import TimeContext
 from ..state import Transition
 from ..stores import postgres as pg
 from .ruleset import compile_json
+from .units import count_transitions
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +52,7 @@ async def recompute(
     ``candidates_sql`` selects, when given: a parameterless SELECT of one ``customer_id`` column).
     Answers how many customers entered or exited."""
     where, params = compiled.sql_where(tctx, 1)
-    return await pg.diff_segment_count(
+    entered, exited = await pg.diff_segment_tally(
         conn,
         workspace_id,
         segment_id,
@@ -62,6 +63,8 @@ async def recompute(
         cause=tracing.with_trace(cause),
         at=at,
     )
+    count_transitions(cause, entered=entered, exited=exited)
+    return entered + exited
 
 
 async def id_table(conn: asyncpg.Connection, name: str, ids: Iterable[str]) -> str:
@@ -89,7 +92,7 @@ async def set_membership(
     """Make every existing customer of ``partitions`` that ``candidates_sql`` selects (one
     ``customer_id`` column, no parameters) a member (``member``) or not: a static segment's add
     or remove."""
-    return await pg.diff_segment(
+    written = await pg.diff_segment(
         conn,
         workspace_id,
         segment_id,
@@ -101,6 +104,9 @@ async def set_membership(
         cause=tracing.with_trace(cause),
         at=at,
     )
+    entered = sum(t.kind == "entered" for t in written)
+    count_transitions(cause, entered=entered, exited=len(written) - entered)
+    return written
 
 
 async def dynamic_segments(

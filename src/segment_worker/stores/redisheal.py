@@ -108,7 +108,8 @@ async def check_and_heal(
     pool: asyncpg.Pool, redis: RedisClient, on_rebuilt: Callable[[str], None] | None = None
 ) -> HealOutcome:
     """Find the workspaces whose marker is gone and rebuild those no other process is rebuilding
-    (``on_rebuilt(ws)`` after each)."""
+    (``on_rebuilt(ws)`` after each that had lost data: a first start's check of a Redis that is
+    whole sets the markers without counting)."""
     async with pool.acquire() as conn:
         known = await workspaces(conn)
     lost = await lost_workspaces(redis, known)
@@ -120,8 +121,8 @@ async def check_and_heal(
             continue
         rebuilt.append(ws)
         repaired += drifted
-        if on_rebuilt is not None:
-            on_rebuilt(ws)
         if drifted:
+            if on_rebuilt is not None:
+                on_rebuilt(ws)
             log.warning("Redis had lost data of workspace %r: %d keys rebuilt from PostgreSQL", ws, drifted)
     return HealOutcome(tuple(lost), tuple(rebuilt), repaired)

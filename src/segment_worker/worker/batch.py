@@ -38,6 +38,7 @@ from .catalog_cache import CatalogCache
 from .clock import Clock
 from .deadletter import DeadLetter, Rekeyed, SourceRecord, publish_dead_letters, publish_rekeyed
 from .failures import classify
+from .latency import EndToEnd
 from .metrics import WorkerMetrics
 from .record_cache import RecordCache
 
@@ -192,6 +193,7 @@ class BatchProcessor:
         records: RecordCache,
         before_commit: Callable[[asyncpg.Connection], Any] | None = None,
         on_connection: Callable[[int], None] | None = None,
+        latency: EndToEnd | None = None,
     ) -> None:
         self._pool = pool
         self._redis = redis
@@ -206,6 +208,7 @@ class BatchProcessor:
         self._before_commit = before_commit
         self._on_connection = on_connection
         self._stage = "reading"  # what the unit in flight was doing (poison reasons say it)
+        self._latency = latency
 
     async def run(
         self, records: Sequence[Any] | SortedRecords, epochs: Mapping[int, int], partitions: int
@@ -229,6 +232,10 @@ class BatchProcessor:
             self.records.drop()
             raise
         seconds = time.perf_counter() - t0
+        if self._latency is not None:  # each consumer record once: parsed, dead on parsing, re-keyed
+            others: list[DeadLetter | Rekeyed] = [*s.dead, *s.rekeyed]
+            stamps = [r.timestamp for r in s.sources] + [o.source.timestamp for o in others]
+            self._latency.committed(stamps)
         m = self._metrics
         m.batch_size.observe(s.records)
         m.batch_duration.observe(seconds)
@@ -355,6 +362,8 @@ class BatchProcessor:
             self._stage = "committing"
         for t in result.transitions:
             self._metrics.transitions.labels(t.kind, t.cause.get("kind", "event")).inc()
+        if self._latency is not None:
+            self._latency.caused(result.transitions, s.events, s.sources)
         return len(result.transitions), dead
 
 

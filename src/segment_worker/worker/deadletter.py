@@ -37,6 +37,9 @@ LAST_REASON_BYTES = 1024
 # fails as transient; aiokafka itself retries each send within its request timeout first.
 SEND_ATTEMPTS = 5
 SEND_BACKOFF = (0.1, 2.0)  # initial, cap (seconds)
+# … and no new round starts after this long: the batch's transaction and partition locks are held
+# meanwhile, and one round against a broker that is down can take aiokafka's request timeout (40 s).
+SEND_BUDGET_SECONDS = 30.0
 _SEND_ERRORS = (KafkaError, OSError)
 
 
@@ -56,6 +59,7 @@ class SourceRecord:
     key: bytes | None
     value: bytes | None
     headers: tuple[tuple[str, bytes], ...] = ()
+    timestamp: int = -1  # the record's Kafka timestamp (ms; end-to-end latency), -1: none
 
     @classmethod
     def of(cls, record: Any) -> SourceRecord:
@@ -67,6 +71,7 @@ class SourceRecord:
             key=record.key,
             value=record.value,
             headers=tuple(record.headers or ()),
+            timestamp=record.timestamp,
         )
 
 
@@ -126,6 +131,7 @@ async def publish_dead_letters(
                     extra={"partition": src.partition, "offset": src.offset})
     delays = backoff or Backoff(*SEND_BACKOFF)
     pending = list(letters)
+    deadline = asyncio.get_running_loop().time() + SEND_BUDGET_SECONDS
     for attempt in range(1, attempts + 1):
         failed: list[DeadLetter] = []
         last: BaseException | None = None
@@ -161,11 +167,12 @@ async def publish_dead_letters(
             "DLQ: %d of %d copies not delivered (attempt %d of %d): %s: %s",
             len(failed), len(letters), attempt, attempts, type(last).__name__, last,
         )
-        if attempt < attempts:
-            await asyncio.sleep(delays.next())
+        if attempt == attempts or asyncio.get_running_loop().time() >= deadline:
+            break
+        await asyncio.sleep(delays.next())
     first = pending[0].source
     raise DeadLetterUndelivered(
-        f"{len(pending)} DLQ copies not delivered after {attempts} attempts ({type(last).__name__}: {last})",
+        f"{len(pending)} DLQ copies not delivered after {attempt} attempts ({type(last).__name__}: {last})",
         context={"topic": topic, "first": f"{first.topic}[{first.partition}]@{first.offset}"},
     )
 

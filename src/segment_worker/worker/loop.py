@@ -55,6 +55,7 @@ from .catalog_cache import CatalogCache
 from .clock import Clock, SystemClock
 from .failures import Backoff
 from .fetching import Fetched, fetch, usable
+from .latency import EndToEnd
 from .metrics import WorkerMetrics
 from .outbox import OutboxListener, OutboxSender, backlog
 from .ownership import Ownership, RebalanceListener, topic_partitions
@@ -159,6 +160,7 @@ class Worker:
             self.options.records_per_partition, max_bytes=settings.record_cache_mb * 2**20
         )
         self._catalogs = CatalogCache()
+        self._latency = EndToEnd(self.metrics)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -195,7 +197,8 @@ class Worker:
         self._listener = OutboxListener(dsn, application_name=f"sw-listen {self.owner}")
         await self._listener.connect()
         self._outbox = OutboxSender(
-            self._producer, s.topic_membership, self.metrics, batch_rows=self.options.outbox_batch_rows
+            self._producer, s.topic_membership, self.metrics, batch_rows=self.options.outbox_batch_rows,
+            latency=self._latency,
         )
         self._processor = BatchProcessor(
             pool=pool,
@@ -210,6 +213,7 @@ class Worker:
             records=self._records,
             before_commit=self._outbox.mark_in,
             on_connection=self._listener.ignore_pid,
+            latency=self._latency,
         )
         self._ticker = Ticker(
             pool,
@@ -243,6 +247,7 @@ class Worker:
             redis=self._redis,
             records=self._records,
             outbox=self._outbox,
+            latency=self._latency,
             send_outbox=self._send_outbox,
             on_assigned_done=self.tick_now,
             retry_backoff_seconds=o.retry_backoff_seconds,
@@ -607,10 +612,14 @@ class Worker:
                     self._ownership.rewind(set(self.owned))
 
     async def _observe(self) -> None:
-        """Consumer lag per owned partition and the outbox backlog (the gauges)."""
+        """Consumer lag per owned partition, the outbox backlog and its oldest row's age (the gauges)."""
         assert self._pool is not None
         owned = sorted(self.owned)
-        self.metrics.set_backlog(self.owner, await backlog(self._pool, owned))
+        rows, oldest = await backlog(self._pool, owned)
+        self.metrics.set_backlog(self.owner, rows)
+        # The age on the clock that wrote the rows' ``at`` (the worker's; a test may fake it).
+        age = 0.0 if oldest is None else max(0.0, (self.clock.now() - oldest).total_seconds())
+        self.metrics.set_oldest_unsent(self.owner, age)
         tps = [tp for tp in self._tps(owned) if tp in self._consumer.assignment()]
         for tp, lag in (await consumer_lag(self._consumer, tps)).items():
             self.metrics.consumer_lag.labels(str(tp.partition)).set(lag)

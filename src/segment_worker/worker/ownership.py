@@ -27,6 +27,7 @@ from ..stores.fencing import claim_fencing_out, end_stale_holders
 from ..stores.pgtimeouts import CLAIM_LOCK_TIMEOUT
 from ..stores.redis_client import RedisClient
 from ..stores.unit import SW_LOCK_CLASS, replay_redis_ops
+from .latency import EndToEnd
 from .metrics import WorkerMetrics
 from .outbox import OutboxSender
 from .partitions import PartitionState
@@ -68,6 +69,7 @@ class Ownership:
     redis: RedisClient
     records: RecordCache
     outbox: OutboxSender
+    latency: EndToEnd  # forgets what it remembered for the partitions given up
     # Sends the outbox of those of the partitions still owned (``Worker.send_outbox``).
     send_outbox: Callable[[Iterable[int]], Awaitable[None]]
     on_assigned_done: Callable[[], None]  # newly owned partitions are ticked at once
@@ -98,6 +100,7 @@ class Ownership:
         self.state.lost(partitions)
         self.records.drop(partitions)
         self.metrics.forget_lag(partitions)
+        self.latency.forget(partitions)
         self.metrics.set_owned(self.owner, len(self.state.owned))
 
     async def recover(self) -> None:
