@@ -180,17 +180,24 @@ def topic_specs(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]:
 
 
 async def ensure_topics(
-    bootstrap: str, settings: Settings, *, replication_factor: int | None = None
+    bootstrap: str,
+    settings: Settings,
+    *,
+    replication_factor: int | None = None,
+    missing_out: list[str] | None = None,
 ) -> dict[str, int]:
     """Create the input, output and DLQ topics if missing; answer each topic's partition count.
 
     An existing topic is left as it is (its partition count wins over ``input_partitions``);
     a topic created concurrently by another worker counts as existing. The replication factor
-    defaults to min(3, brokers in the cluster)."""
+    defaults to min(3, brokers in the cluster). The names found missing are appended to
+    ``missing_out`` (a running worker calls this again to recreate topics a broker lost)."""
     specs = topic_specs(settings)
     async with _admin(bootstrap) as admin:
         counts = await _partition_counts(admin)
         missing = [name for name in specs if name not in counts]
+        if missing_out is not None:
+            missing_out.extend(missing)
         if missing:
             if replication_factor is None:
                 with kafka_errors("describe cluster", bootstrap=bootstrap):

@@ -14,6 +14,8 @@ from importlib import resources
 
 import asyncpg
 
+from .stores.pgtimeouts import MIGRATE_TIMEOUTS
+
 _MIGRATION_LOCK = 0x53570001  # any constant distinct from partition locks
 _NAME_RE = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 
@@ -38,7 +40,9 @@ def available() -> list[Migration]:
 
 async def migrate(dsn: str) -> list[str]:
     """Apply pending migrations to the database at ``dsn``; return the names applied."""
-    conn = await asyncpg.connect(dsn)
+    conn = await asyncpg.connect(
+        dsn, server_settings=MIGRATE_TIMEOUTS.server_settings("segment-worker migrate")
+    )
     try:
         return await migrate_conn(conn)
     finally:

@@ -146,7 +146,10 @@ async def test_a_slot_moved_while_events_flow_is_followed(run: Run) -> None:
     ends = await run.produce(after)  # the slot is the target's now: MOVED, then the new slot map
     await run.caught_up(ends)
     got = _redirections(source)
-    assert got["ASK"] > seen["ASK"] and got["MOVED"] > seen["MOVED"], (seen, got)
+    # ASK followed during the move. A MOVED afterwards only if the client still had the old slot
+    # map: the fenced writes are one multi-key script per workspace (stores.redis_fenced), which
+    # gets TRYAGAIN while the slot's keys are split, and redis-py reloads the map on the way.
+    assert got["ASK"] > seen["ASK"], (seen, got)
     assert run.cluster.node_of_slot(slot) is target
     assert await run.check() > 0
     # No batch failed: every redirection was followed inside the client.
@@ -182,9 +185,14 @@ async def test_a_master_killed_and_restarted_empty_is_survived_and_reconciled(ru
         return subprocess.run([sys.executable, "-m", "segment_worker.cli", "reconcile", *args,
                                "--workspace", ws.id], env=env, capture_output=True, text=True, timeout=60)
 
-    # The restarted master came back empty but for the ops applied since: drift, then repaired.
-    check = await asyncio.to_thread(reconcile, "--check")
-    assert check.returncode == 1, check.stdout + check.stderr
+    # The restarted master came back empty but for the ops applied since; the running worker
+    # notices (the workspace's marker lived on that master) and rebuilds it: CONTRACT §6.
+    deadline = loop.time() + 60
+    while (check := await asyncio.to_thread(reconcile, "--check")).returncode != 0:
+        assert check.returncode == 1, check.stdout + check.stderr
+        assert loop.time() < deadline, "the worker never rebuilt the lost keys: " + check.stdout
+        await asyncio.sleep(1)
+    assert run.harness.metric("segment_worker_redis_rebuilds_total") > 0
     fix = await asyncio.to_thread(reconcile)
     assert fix.returncode == 0, fix.stdout + fix.stderr
     assert await run.check() > 0

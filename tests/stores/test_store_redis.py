@@ -101,7 +101,9 @@ async def _seed(pool: asyncpg.Pool, redis: Redis, ws: str) -> tuple[uuid.UUID, u
 
 
 async def _snapshot(redis: Redis, ws: str) -> dict[str, set[str]]:
-    return {k: await read_set(redis, k) for k in await scan_keys(redis, f"sw:{{{glob_escape(ws)}}}:*")}
+    # The sets only (the workspace's epochs hash and rebuild marker are not sets).
+    keys = await scan_keys(redis, f"sw:{{{glob_escape(ws)}}}:seg:*") | {optout_key(ws)}
+    return {k: await read_set(redis, k) for k in keys}
 
 
 async def test_reconcile_reports_drift_and_repair_false_changes_nothing(

@@ -18,6 +18,7 @@ from helpers.kafka_io import produce
 from helpers.scenario import T0, create_workspace, encode, event, wait_caught_up
 from segment_worker.config import Settings
 from segment_worker.stores import postgres as pg
+from segment_worker.stores.fencing import worker_application_name
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -74,7 +75,9 @@ async def test_a_backlog_is_applied_once_and_in_order_through_batch_failures(
                 # one dies under a batch (or the backlog ends, and the assertion below fails).
                 before = h.metric("segment_worker_errors_total", {"stage": "batch"})
                 for _ in range(40):
-                    kills += await _kill_backends(conn, app)
+                    # The worker names its connections itself (stores.fencing recognises them).
+                    named = worker_application_name(s.consumer_group, h.worker.owner)
+                    kills += await _kill_backends(conn, named)
                     await asyncio.sleep(0.05)
                     if h.metric("segment_worker_errors_total", {"stage": "batch"}) > before:
                         break

@@ -30,6 +30,7 @@ from ..kafka import ensure_topics, producer
 from ..service.context import ServiceContext
 from ..stores import postgres as pg
 from ..stores.keys import glob_escape
+from ..stores.pgtimeouts import Timeouts
 from ..stores.reconcile import rebuild_and_diff
 from ..stores.redis_client import connect_redis
 from . import baselines, phases
@@ -285,7 +286,8 @@ async def _baselines(servers: Servers, options: BenchOptions, results: Results, 
     if not options.faust:
         results.baselines.append(Baseline("faust", "faust-streaming agent", skipped="skipped: --no-faust"))
     ui.updated(results)
-    pool = await pg.create_pool(db_a, min_size=1, max_size=2)
+    # The baselines run whole-workspace statements: no statement limit (pgtimeouts).
+    pool = await pg.create_pool(db_a, min_size=1, max_size=2, timeouts=Timeouts(statement=0))
     try:
         if "upsert-baseline" not in skip:
             ui.phase("baseline: batched PostgreSQL upsert")

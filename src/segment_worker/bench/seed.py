@@ -44,6 +44,7 @@ from ..state import CustomerState
 from ..stores import OptOutChange
 from ..stores import postgres as pg
 from ..stores.keys import segment_key
+from ..stores.pgtimeouts import set_local_statement_timeout
 from ..stores.redis import KeyWrites, apply_writes
 from ..stores.unit import partition_unit
 from ..timeutil import utc_ms
@@ -150,6 +151,7 @@ async def _save(
                for s in states if s.marketing_opt_out]
     parts = sorted({s.partition for s in states})
     async with partition_unit(ctx.pool, ctx.redis, parts) as u:
+        await set_local_statement_timeout(u.conn, 0)  # bulk loads: no statement limit (pgtimeouts)
         # COPY, not save_states (an upsert that also maintains customer_times): the rows are new,
         # and customer_times is rebuilt once at the end with refresh_customer_times.
         await u.conn.copy_records_to_table("customers", records=[_row(s) for s in states], columns=_COLUMNS)
@@ -198,6 +200,7 @@ async def load_customers(
         if progress is not None:
             progress(done, spec.customers)
     async with ctx.pool.acquire() as conn:
+        await conn.execute("SET statement_timeout = 0")  # a bulk load (reset on release to the pool)
         await pg.refresh_customer_times(conn, workspace_id)
         await conn.copy_records_to_table(
             "segment_counts", records=[(segment_ids[k], p, n) for (k, p), n in counts.items()],
@@ -243,6 +246,7 @@ async def seed_workspace(
                                  step("customers"))
     t2 = time.perf_counter()
     async with ctx.pool.acquire() as conn:
+        await conn.execute("SET statement_timeout = 0")  # VACUUM and CHECKPOINT after a 1M load
         await pg.set_ticked_at(conn, list(range(partitions)), now)
         await conn.execute("VACUUM ANALYZE customers")
         await conn.execute("VACUUM ANALYZE memberships")

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
+from ..stores.pgtimeouts import RECOMPUTE_STATEMENT_TIMEOUT, set_local_statement_timeout
 from ..stores.unit import partition_unit
 from ..timeutil import utc_ms
 from .context import ServiceContext
@@ -54,6 +55,9 @@ async def unit(ctx: ServiceContext, partitions: Iterable[int]) -> AsyncIterator[
     try:
         # bump_generation: the owning workers must drop their cached states and memberships.
         async with partition_unit(ctx.pool, ctx.redis, sorted(set(partitions)), bump_generation=True) as u:
+            # A rule change or import over a whole workspace runs statements of seconds (4–7 s at
+            # 1M customers in the bench): above the session's batch-sized statement timeout.
+            await set_local_statement_timeout(u.conn, RECOMPUTE_STATEMENT_TIMEOUT)
             # Taken once the locks are held: the closest instant to the commit that we can know.
             yield ServiceUnit(u.conn, u.partitions, utc_ms(datetime.now(UTC)))
     finally:

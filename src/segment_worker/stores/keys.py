@@ -24,3 +24,23 @@ def audience_key(workspace_id: str, audience_id: UUID | str) -> str:
 def glob_escape(text: str) -> str:
     """``text`` with Redis glob metacharacters escaped, for SCAN MATCH patterns."""
     return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
+
+
+def epochs_key(workspace_id: str) -> str:
+    """``sw:{<ws>}:epochs``: a hash partition → the newest owner epoch that wrote the workspace's
+    sets (``stores.redis_fenced``); in the workspace's slot, so one script checks and writes."""
+    return f"sw:{{{workspace_id}}}:epochs"
+
+
+def marker_key(workspace_id: str) -> str:
+    """``sw:{<ws>}:marker``: ``ok`` once the workspace's sets were rebuilt from PostgreSQL; its
+    absence means Redis lost data (``stores.redisheal``)."""
+    return f"sw:{{{workspace_id}}}:marker"
+
+
+def key_workspace(key: str) -> str | None:
+    """The workspace of one of our keys (its ``{<ws>}`` hash tag), None for another key."""
+    if not key.startswith("sw:{"):
+        return None
+    end = key.find("}", 4)
+    return key[4:end] if end > 4 else None

@@ -73,14 +73,26 @@ async def load_offsets(
     conn: asyncpg.Connection, group: str, topic: str, partitions: Sequence[int]
 ) -> dict[int, int]:
     """The stored next offset of each partition that has one (positions to seek to on assignment)."""
+    valid, _ = await load_positions(conn, group, topic, partitions)
+    return valid
+
+
+async def load_positions(
+    conn: asyncpg.Connection, group: str, topic: str, partitions: Sequence[int]
+) -> tuple[dict[int, int], dict[int, int]]:
+    """(valid, void): the stored next offsets of the topic's current incarnation, and those stored
+    for an earlier incarnation of the log (a broker that lost its data; migration 010)."""
     rows = await conn.fetch(
-        "SELECT partition, next_offset FROM consumer_offsets"
-        " WHERE group_id = $1 AND topic = $2 AND partition = ANY($3::int[])",
+        "SELECT o.partition, o.next_offset, o.incarnation = COALESCE(t.incarnation, 0) AS current"
+        " FROM consumer_offsets o LEFT JOIN kafka_topics t ON t.topic = o.topic"
+        " WHERE o.group_id = $1 AND o.topic = $2 AND o.partition = ANY($3::int[])",
         group,
         topic,
         list(partitions),
     )
-    return {r["partition"]: r["next_offset"] for r in rows}
+    valid = {r["partition"]: r["next_offset"] for r in rows if r["current"]}
+    void = {r["partition"]: r["next_offset"] for r in rows if not r["current"]}
+    return valid, void
 
 
 async def save_offsets(conn: asyncpg.Connection, group: str, topic: str, offsets: Mapping[int, int]) -> None:
@@ -89,9 +101,11 @@ async def save_offsets(conn: asyncpg.Connection, group: str, topic: str, offsets
         return
     await conn.execute(
         """
-        INSERT INTO consumer_offsets AS o (group_id, topic, partition, next_offset)
-        SELECT $1, $2, p, n FROM unnest($3::int[], $4::bigint[]) AS x(p, n)
-        ON CONFLICT (group_id, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset
+        INSERT INTO consumer_offsets AS o (group_id, topic, partition, next_offset, incarnation)
+        SELECT $1, $2, p, n, COALESCE((SELECT incarnation FROM kafka_topics WHERE topic = $2), 0)
+        FROM unnest($3::int[], $4::bigint[]) AS x(p, n)
+        ON CONFLICT (group_id, topic, partition)
+        DO UPDATE SET next_offset = EXCLUDED.next_offset, incarnation = EXCLUDED.incarnation
         """,
         group,
         topic,
@@ -131,6 +145,19 @@ async def record_topic(conn: asyncpg.Connection, topic: str, partitions: int) ->
         topic,
         partitions,
     )
+
+
+async def new_incarnation(conn: asyncpg.Connection, topic: str) -> int | None:
+    """``topic`` was (re)created: positions stored for it so far belong to a log the broker lost
+    and are void from now on. Answers the new incarnation, or None when no position was stored
+    (a topic created for the first time: nothing to void). Call after ``record_topic``."""
+    n: int | None = await conn.fetchval(
+        "UPDATE kafka_topics SET incarnation = incarnation + 1"
+        " WHERE topic = $1 AND EXISTS (SELECT 1 FROM consumer_offsets WHERE topic = $1)"
+        " RETURNING incarnation",
+        topic,
+    )
+    return n
 
 
 async def input_partitions(conn: asyncpg.Connection, topic: str) -> int | None:

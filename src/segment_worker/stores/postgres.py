@@ -7,6 +7,7 @@ The functions live by subject in ``pg_customers``, ``pg_memberships``, ``pg_part
 
 from __future__ import annotations
 
+import urllib.parse
 from typing import Any
 
 import asyncpg
@@ -34,10 +35,13 @@ from .pg_partitions import (
     input_partitions,
     known_partitions,
     load_offsets,
+    load_positions,
+    new_incarnation,
     record_topic,
     save_offsets,
     set_ticked_at,
 )
+from .pgtimeouts import DEFAULT_TIMEOUTS, Timeouts
 
 # jsonb's binary wire format is a version byte (1) followed by the JSON text.
 _JSONB_VERSION = b"\x01"
@@ -71,16 +75,43 @@ async def init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
-async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, **kwargs: Any) -> asyncpg.Pool:
-    """A pool whose connections have the jsonb codec (every store function relies on it)."""
+def _server_settings(
+    dsn: str, timeouts: Timeouts, application_name: str | None, kwargs: dict[str, Any]
+) -> dict[str, str]:
+    settings = timeouts.server_settings(application_name or "segment-worker")
+    if application_name is None and "application_name=" in urllib.parse.urlsplit(dsn).query:
+        del settings["application_name"]  # the DSN names the connection
+    return {**settings, **kwargs.get("server_settings", {})}
+
+
+async def create_pool(
+    dsn: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 10,
+    timeouts: Timeouts = DEFAULT_TIMEOUTS,
+    application_name: str | None = None,
+    **kwargs: Any,
+) -> asyncpg.Pool:
+    """A pool whose connections have the jsonb codec (every store function relies on it) and the
+    session ``timeouts`` (``pgtimeouts``), named ``application_name`` in ``pg_stat_activity``
+    (default: the DSN's ``application_name``, else ``segment-worker``)."""
+    kwargs["server_settings"] = _server_settings(dsn, timeouts, application_name, kwargs)
     pool: asyncpg.Pool = await asyncpg.create_pool(
         dsn, min_size=min_size, max_size=max_size, init=init_connection, **kwargs
     )
     return pool
 
 
-async def connect(dsn: str, **kwargs: Any) -> asyncpg.Connection:
-    """One connection with the jsonb codec (for scripts and the CLI)."""
+async def connect(
+    dsn: str,
+    *,
+    timeouts: Timeouts = DEFAULT_TIMEOUTS,
+    application_name: str | None = None,
+    **kwargs: Any,
+) -> asyncpg.Connection:
+    """One connection with the jsonb codec and the session ``timeouts`` (scripts and the CLI)."""
+    kwargs["server_settings"] = _server_settings(dsn, timeouts, application_name, kwargs)
     conn: asyncpg.Connection = await asyncpg.connect(dsn, **kwargs)
     await init_connection(conn)
     return conn
@@ -106,9 +137,11 @@ __all__ = [
     "insert_redis_ops",
     "known_partitions",
     "load_offsets",
+    "load_positions",
     "load_records",
     "mark_sent",
     "max_ids",
+    "new_incarnation",
     "optout_ops",
     "record_topic",
     "refresh_customer_times",

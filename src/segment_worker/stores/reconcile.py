@@ -8,6 +8,7 @@ at a time, never for the whole run.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,9 +18,11 @@ import asyncpg
 
 from . import postgres as pg
 from .keys import glob_escape, optout_key, segment_key
-from .redis import KeyWrites, apply_writes, read_set, scan_keys
+from .redis import KeyWrites, _text, apply_writes, read_set, scan_keys
 from .redis_client import RedisClient
 from .unit import apply_pending_ops, locked_partitions
+
+log = logging.getLogger(__name__)
 
 _KEY_RE = re.compile(r"^sw:\{(?P<ws>[^{}]*)\}:(?:seg:(?P<seg>.+)|optout)$")
 
@@ -33,6 +36,9 @@ class KeyDrift:
     extra: int
     sample_missing: tuple[str, ...]
     sample_extra: tuple[str, ...]
+    # The Redis type found when the key was not a set (written by something else): repairing
+    # deletes it and writes the set afresh.
+    wrong_type: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +60,8 @@ class DriftReport:
         out = [f"checked {self.keys_checked} keys; drift {verb} in {len(self.drift)}"]
         for d in self.drift:
             missing = f"{d.missing} missing {list(d.sample_missing)}"
-            out.append(f"  {d.key}: {missing}, {d.extra} extra {list(d.sample_extra)}")
+            wrong = f" (held a {d.wrong_type}, not a set)" if d.wrong_type else ""
+            out.append(f"  {d.key}{wrong}: {missing}, {d.extra} extra {list(d.sample_extra)}")
         return out
 
 
@@ -130,15 +137,19 @@ async def rebuild_and_diff(
             if repair:
                 await apply_pending_ops(conn, redis, parts)  # committed writes first; the rest is drift
             expected = await _expected_members(conn, key)
-            actual = await read_set(redis, key)
+            found = _text(await redis.type(key))
+            wrong = found if found not in ("set", "none") else None
+            actual = set() if wrong else await read_set(redis, key)
             missing = sorted(expected - actual)
             extra = sorted(actual - expected)
-            if missing or extra:
-                drift.append(
-                    KeyDrift(key, len(missing), len(extra), tuple(missing[:sample]), tuple(extra[:sample]))
-                )
+            if missing or extra or wrong:
+                drift.append(KeyDrift(
+                    key, len(missing), len(extra), tuple(missing[:sample]), tuple(extra[:sample]), wrong
+                ))
                 if repair:
-                    await apply_writes(redis, {key: KeyWrites(add=missing, remove=extra)})
+                    if wrong:
+                        log.error("Redis key %s held a %s, not a set; replacing it", key, wrong)
+                    await apply_writes(redis, {key: KeyWrites(delete=bool(wrong), add=missing, remove=extra)})
         if progress is not None:
             progress(done, len(keys))
     return DriftReport(keys_checked=len(keys), drift=tuple(drift), repaired=repair)

@@ -16,7 +16,8 @@ The commit order (``partition_unit`` runs steps 1–5; the owning worker runs 6�
 4. Commit in PostgreSQL — the truth; everything after this is derived and can be redone.
 5. Redis: apply every pending ``redis_ops`` row of the partitions in id order (leftovers of a
    unit whose Redis step failed first), still under the locks so a partition's ops reach Redis in
-   commit order; delete them; ``NOTIFY sw_outbox``. Then unlock.
+   commit order, fenced by the partitions' epochs (``redis_fenced``: a zombie that read them before
+   it froze cannot undo the new owner's writes); delete them; ``NOTIFY sw_outbox``. Then unlock.
 6. Kafka output: the owning worker sends the outbox rows past the partition's cursor
    (``worker.outbox``); ``fetch_unsent`` holds a partition back while it has pending ops, so the
    topic is never ahead of Redis. Sent rows are marked in the next transaction.
@@ -39,8 +40,9 @@ from redis.exceptions import RedisError
 
 from . import postgres as pg
 from .errors import FencedError, LockTimeoutError, RedisApplyError
-from .redis import apply_ops
+from .pgtimeouts import DEFAULT_TIMEOUTS
 from .redis_client import RedisClient
+from .redis_fenced import apply_ops_fenced
 
 # First key of pg_advisory_lock(int, int): partition locks are (SW_LOCK_CLASS, partition).
 SW_LOCK_CLASS = 0x5357
@@ -64,8 +66,9 @@ async def _lock(conn: asyncpg.Connection, parts: tuple[int, ...], lock_timeout: 
         await conn.execute(
             "SELECT sw_lock_partitions($1, $2::int[])", SW_LOCK_CLASS, list(parts), timeout=lock_timeout
         )
-    except TimeoutError as exc:
-        raise LockTimeoutError(parts, lock_timeout or 0) from exc
+    except (TimeoutError, asyncpg.exceptions.LockNotAvailableError) as exc:
+        # The client-side ``lock_timeout`` or the session's (``pgtimeouts``): transient either way.
+        raise LockTimeoutError(parts, lock_timeout or DEFAULT_TIMEOUTS.lock) from exc
 
 
 async def _unlock(conn: asyncpg.Connection, parts: tuple[int, ...]) -> None:
@@ -77,12 +80,18 @@ async def _unlock(conn: asyncpg.Connection, parts: tuple[int, ...]) -> None:
 async def apply_pending_ops(conn: asyncpg.Connection, redis: RedisClient, partitions: Sequence[int]) -> int:
     """Apply every pending Redis op of ``partitions`` in commit order — leftovers of earlier units
     first — delete them, then wake the outbox senders (``NOTIFY sw_outbox``). The caller holds
-    the partitions' locks (``locked_partitions``). Answers how many ops were applied."""
+    the partitions' locks (``locked_partitions``). Writes are fenced by the partitions' current
+    epochs (``redis_fenced``: ``FencedError`` when a newer owner wrote since). Answers how many
+    ops were applied."""
     ops = await pg.fetch_redis_ops(conn, partitions)
     if not ops:
         return 0
+    # The epochs now, read under the partitions' locks: Redis refuses them if a newer owner has
+    # written the same workspace since (a zombie that read them before it froze).
+    found = await pg.current_epochs(conn, sorted({o.partition for o in ops}))
+    epochs = {p: e or 0 for p, (e, _) in found.items()}
     try:
-        await apply_ops(redis, ops)
+        await apply_ops_fenced(redis, ops, epochs)
     except (RedisError, OSError) as exc:
         raise RedisApplyError(partitions, exc) from exc
     applied = pg.max_ids(ops)
@@ -154,8 +163,10 @@ async def partition_unit(
         unit.applied_ops = await apply_pending_ops(conn, redis, parts)  # 5. Redis, then unlock
 
 
-async def replay_redis_ops(pool: asyncpg.Pool, redis: RedisClient, partitions: Sequence[int]) -> int:
+async def replay_redis_ops(
+    pool: asyncpg.Pool, redis: RedisClient, partitions: Sequence[int], *, lock_timeout: float | None = None
+) -> int:
     """Apply Redis ops left pending by a failure after commit (call on worker start/assignment
     and after a ``RedisApplyError``). Answers how many ops were applied."""
-    async with locked_partitions(pool, partitions) as conn:
+    async with locked_partitions(pool, partitions, lock_timeout=lock_timeout) as conn:
         return await apply_pending_ops(conn, redis, partitions)

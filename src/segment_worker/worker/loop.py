@@ -47,7 +47,9 @@ from ..kafka import create_consumer, create_producer, ensure_topics, kafka_error
 from ..logs import partitions_context
 from ..stores import postgres as pg
 from ..stores.errors import FencedError
+from ..stores.fencing import worker_application_name
 from ..stores.redis_client import RedisClient, connect_redis
+from ..stores.redis_fenced import on_wrong_type
 from .batch import BatchOutcome, BatchProcessor, SortedRecords
 from .catalog_cache import CatalogCache
 from .clock import Clock, SystemClock
@@ -61,6 +63,7 @@ from .partitions import PartitionState
 from .positions import consumer_lag
 from .record_cache import RecordCache
 from .ticker import REPLAN_SECONDS, Ticker, TickSchedule
+from .watch import Watchdog, heal_redis
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +101,15 @@ class WorkerOptions:
     leave_timeout_seconds: float = 10.0
     # /healthz fails when the batch loop has not come round for this long (a hung store call).
     stall_seconds: float = 120.0
+    # /healthz fails when an owned partition has lag and made no progress for this long (a batch
+    # that keeps failing or waiting); checked every ``watch_seconds``.
+    stuck_seconds: float = 120.0
+    watch_seconds: float = 5.0
+    # How often the running worker recreates topics a broker lost (a restart of the in-memory Tansu).
+    topics_check_seconds: float = 10.0
+    # How often the Redis markers are checked (a Redis that lost data is rebuilt within this plus
+    # the rebuild: CONTRACT §6 allows 60 s); 0 disables the check.
+    redis_check_seconds: float = 10.0
 
 
 def default_owner() -> str:
@@ -133,6 +145,7 @@ class Worker:
         self._stopping = asyncio.Event()
         self._started = False
         self._loop_at = time.monotonic()  # when the batch loop last came round (liveness)
+        self._stuck: tuple[int, ...] = ()  # what the watchdog found last (liveness)
         self._pool: asyncpg.Pool | None = None
         self._redis: RedisClient | None = None
         self._producer: Any = None
@@ -155,11 +168,17 @@ class Worker:
         """Create topics if missing, record the input partition count, connect, join the group."""
         s = self.settings
         dsn = s.require_database_url()
-        counts = await ensure_topics(s.kafka_bootstrap, s)
+        missing: list[str] = []
+        counts = await ensure_topics(s.kafka_bootstrap, s, missing_out=missing)
         try:
-            self._pool = pool = await pg.create_pool(dsn, min_size=1, max_size=self.options.pool_max_size)
+            self._pool = pool = await pg.create_pool(
+                dsn, min_size=1, max_size=self.options.pool_max_size,
+                application_name=worker_application_name(s.consumer_group, self.owner),
+            )
             async with pool.acquire() as conn:
                 await pg.record_topic(conn, s.topic_events, counts[s.topic_events])
+                if s.topic_events in missing:  # a new log: positions stored for an old one are void
+                    await pg.new_incarnation(conn, s.topic_events)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise StoreUnavailable(
                 f"cannot reach PostgreSQL: {exc}", context={"operation": "worker start"}
@@ -171,10 +190,11 @@ class Worker:
             raise StoreUnavailable(
                 f"cannot reach Redis: {exc}", context={"operation": "worker start"}
             ) from exc
+        on_wrong_type(self._redis, lambda _key: self.metrics.errors.labels("redis_wrongtype").inc())
         self._producer = create_producer(s.kafka_bootstrap, client_id=f"segment-worker-{self.owner}")
         with kafka_errors("start producer", bootstrap=s.kafka_bootstrap):
             await self._producer.start()
-        self._listener = OutboxListener(dsn)
+        self._listener = OutboxListener(dsn, application_name=f"sw-listen {self.owner}")
         await self._listener.connect()
         self._outbox = OutboxSender(
             self._producer, s.topic_membership, self.metrics, batch_rows=self.options.outbox_batch_rows,
@@ -236,7 +256,12 @@ class Worker:
         self._tasks = [
             asyncio.create_task(self._guard("housekeeping", self._housekeeping)),
             asyncio.create_task(self._guard("outbox", self._outbox_loop)),
+            asyncio.create_task(self._guard("watchdog", self._watchdog)),
         ]
+        if o.topics_check_seconds > 0:
+            self._tasks.append(asyncio.create_task(self._guard("topics", self._recreate_topics)))
+        if o.redis_check_seconds > 0:
+            self._tasks.append(asyncio.create_task(self._guard("redis-heal", self._heal_redis)))
         log.info(
             "worker %s started: group %s, input %s (%d partitions)",
             self.owner,
@@ -310,6 +335,12 @@ class Worker:
         stalled = time.monotonic() - self._loop_at
         if stalled > self.options.stall_seconds:
             return False, f"batch loop stalled for {stalled:.0f} s"
+        stuck = self._stuck
+        if stuck:
+            return False, (
+                f"partitions {list(stuck)} have lag and made no progress for over "
+                f"{self.options.stuck_seconds:.0f} s"
+            )
         return True, "ok"
 
     def readiness(self) -> tuple[bool, str]:
@@ -533,6 +564,52 @@ class Worker:
             notified = self._listener.take()
             async with self._lock:
                 await self._send_outbox(notified & set(self.owned))
+
+    async def _watchdog(self) -> None:
+        assert self._pool is not None
+        o = self.options
+        dog = Watchdog(self._consumer, self._pool, self.settings, self.partitions, o.stuck_seconds)
+        while not self._stopping.is_set():
+            await asyncio.sleep(o.watch_seconds)
+            self._stuck = await dog.check()
+            self.metrics.set_stuck(self.owner, len(self._stuck))
+
+    async def _heal_redis(self) -> None:
+        assert self._pool is not None and self._redis is not None
+        wait = self.options.redis_check_seconds
+        while not self._stopping.is_set():
+            await asyncio.sleep(wait)
+            try:
+                await heal_redis(self._pool, self._redis, self.metrics)
+                wait = self.options.redis_check_seconds
+            except (RedisError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                # Typically the first command on a connection to a Redis that restarted: check
+                # again soon rather than a whole period later (the 60 s bound, CONTRACT §6).
+                log.warning("checking Redis for lost data failed (%s); again in 1 s", exc)
+                self.metrics.errors.labels("redis-heal").inc()
+                wait = min(1.0, self.options.redis_check_seconds)
+
+    async def _recreate_topics(self) -> None:
+        """Every ``topics_check_seconds``: create the topics if a broker lost them. A recreated
+        input topic is a new log whose offsets restart at 0: the positions stored for the old one
+        are voided (a new incarnation, migration 010) and the owned partitions re-read from the log
+        start, so no record of the new log is skipped once it grows past an old position (records
+        of the old log applied before are versioned: a replay of them changes nothing)."""
+        assert self._pool is not None and self._ownership is not None
+        s = self.settings
+        while not self._stopping.is_set():
+            await asyncio.sleep(self.options.topics_check_seconds)
+            missing: list[str] = []
+            await ensure_topics(s.kafka_bootstrap, s, missing_out=missing)
+            if not missing:
+                continue
+            log.warning("Kafka topics %s were missing (did the broker lose its data?); recreated them",
+                        missing)
+            if s.topic_events in missing:
+                async with self._pool.acquire() as conn:
+                    await pg.new_incarnation(conn, s.topic_events)
+                async with self._lock:
+                    self._ownership.rewind(set(self.owned))
 
     async def _observe(self) -> None:
         """Consumer lag per owned partition, the outbox backlog and its oldest row's age (the gauges)."""

@@ -140,12 +140,14 @@ class WorkerMetrics:
         )
         self.stuck_partitions = Gauge(
             "segment_worker_stuck_partitions",
-            "Owned input partitions with lag and no progress for longer than the bound",
+            "Owned input partitions with lag and no progress for longer than the stuck bound "
+            "(WorkerOptions.stuck_seconds); /healthz fails while any",
             registry=reg,
         )
         self.redis_rebuilds = Counter(
             "segment_worker_redis_rebuilds",
-            "Times Redis was found empty or lost and rebuilt from PostgreSQL",
+            "Workspaces whose Redis sets had lost data (their marker gone and some set differing "
+            "from PostgreSQL: restart, FLUSHALL, failover, a wrong-type key) and were rebuilt",
             registry=reg,
         )
         self.build_info = Info("segment_worker_build", "segment-worker's version and Python's", registry=reg)
@@ -154,6 +156,7 @@ class WorkerMetrics:
             self.end_to_end.labels(stage)
         # Per lane (``lanes``): several consumers of one process share these metrics.
         self._owned: dict[str, int] = {}
+        self._stuck: dict[str, int] = {}
         self._backlog: dict[str, int] = {}
         self._oldest: dict[str, float] = {}
 
@@ -161,6 +164,11 @@ class WorkerMetrics:
         """Report one lane's owned partitions; the gauge is the process's total."""
         self._owned[owner] = count
         self.owned_partitions.set(sum(self._owned.values()))
+
+    def set_stuck(self, owner: str, count: int) -> None:
+        """Report one lane's stuck partitions; the gauge is the process's total."""
+        self._stuck[owner] = count
+        self.stuck_partitions.set(sum(self._stuck.values()))
 
     def set_backlog(self, owner: str, rows: int) -> None:
         """Report one lane's unsent outbox rows; the gauge is the process's total."""

@@ -24,6 +24,7 @@ from ..events import render_segment_deleted, segment_deleted_key
 from ..membership_events import TransitionRenderer
 from ..partitioning import partition_for
 from ..stores import TransitionRow, pg_outbox
+from ..stores.pgtimeouts import DEFAULT_TIMEOUTS
 from ..stores.unit import OUTBOX_CHANNEL
 from .latency import EndToEnd
 from .metrics import WorkerMetrics
@@ -205,8 +206,9 @@ class OutboxListener:
     API call) commits transitions of a partition. Notifications from our own connections
     (``ignore_pid``) are dropped; the sender ran already for those."""
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, *, application_name: str = "segment-worker listen") -> None:
         self._dsn = dsn
+        self.application_name = application_name
         self._conn: asyncpg.Connection | None = None
         self._own_pids: set[int] = set()
         self._pending: set[int] = set()
@@ -225,7 +227,9 @@ class OutboxListener:
         if self.connected:
             return
         try:
-            conn = await asyncpg.connect(self._dsn)
+            conn = await asyncpg.connect(
+                self._dsn, server_settings=DEFAULT_TIMEOUTS.server_settings(self.application_name)
+            )
             await conn.add_listener(OUTBOX_CHANNEL, self._on_notify)
         except (OSError, asyncpg.PostgresError) as exc:
             log.warning("LISTEN %s failed (%s); the outbox is polled each tick instead", OUTBOX_CHANNEL, exc)

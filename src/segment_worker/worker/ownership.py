@@ -22,8 +22,11 @@ from aiokafka.abc import ConsumerRebalanceListener
 
 from ..config import Settings
 from ..stores import postgres as pg
+from ..stores.errors import LockTimeoutError
+from ..stores.fencing import claim_fencing_out, end_stale_holders
+from ..stores.pgtimeouts import CLAIM_LOCK_TIMEOUT
 from ..stores.redis_client import RedisClient
-from ..stores.unit import replay_redis_ops
+from ..stores.unit import SW_LOCK_CLASS, replay_redis_ops
 from .latency import EndToEnd
 from .metrics import WorkerMetrics
 from .outbox import OutboxSender
@@ -121,15 +124,31 @@ class Ownership:
         # answer records of theirs between this count and the seek.
         self.state.moving(parts)
         s = self.settings
-        await replay_redis_ops(self.pool, self.redis, sorted(parts))
+        await self._replay_fencing_out(sorted(parts))
         async with self.pool.acquire() as conn:
-            offsets = await pg.load_offsets(conn, s.consumer_group, s.topic_events, sorted(parts))
+            offsets, void = await pg.load_positions(conn, s.consumer_group, s.topic_events, sorted(parts))
+        for p, stored in sorted(void.items()):
+            log.warning(
+                "stored position %d of %s[%d] belongs to a log the broker lost (the topic was"
+                " recreated); continuing from the log start", stored, s.topic_events, p,
+            )
         tps = self.tps(parts)
         await seek_stored(self.consumer, s.kafka_bootstrap, tps, offsets)
         self.records.drop(parts)
         self.state.positioned(parts)
         self.consumer.resume(*tps)
         await self.send_outbox(parts)
+
+    async def _replay_fencing_out(self, parts: list[int]) -> None:
+        """Apply pending Redis ops under the partitions' locks; a stale owner frozen while holding
+        them (e.g. between its commit and its Redis writes) is ended after ``CLAIM_LOCK_TIMEOUT``."""
+        try:
+            await replay_redis_ops(self.pool, self.redis, parts, lock_timeout=CLAIM_LOCK_TIMEOUT)
+            return
+        except LockTimeoutError:
+            async with self.pool.acquire() as conn:
+                await end_stale_holders(conn, SW_LOCK_CLASS, parts, self.settings.consumer_group, self.owner)
+        await replay_redis_ops(self.pool, self.redis, parts, lock_timeout=CLAIM_LOCK_TIMEOUT)
 
     async def on_revoked(self, revoked: Any) -> None:
         """aiokafka: the group takes ``revoked`` away (after the batch in flight)."""
@@ -151,8 +170,11 @@ class Ownership:
             self.consumer.pause(*self.tps(parts))
             self.state.assigned(parts)
             try:
-                async with self.pool.acquire() as conn:
-                    self.state.claimed(await pg.claim_partitions(conn, sorted(parts), self.owner))
+                # A frozen previous owner's transaction holds the rows: it is ended after a short
+                # wait (``stores.fencing``) instead of blocking this claim for ever.
+                self.state.claimed(await claim_fencing_out(
+                    self.pool, SW_LOCK_CLASS, sorted(parts), self.owner, self.settings.consumer_group
+                ))
             except Exception as exc:
                 # Without an epoch nothing may be written: give the partitions up and rejoin later.
                 log.error("claiming partitions %s failed (%s); rejoining", sorted(parts), exc)

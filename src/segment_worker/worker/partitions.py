@@ -13,6 +13,7 @@ calls between batches. Who calls each method is said on it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 
 
@@ -24,6 +25,10 @@ class PartitionState:
         self._unready: set[int] = set()  # assigned or rewound, not (re)positioned yet: paused
         self._moves: dict[int, int] = {}  # partition → times rewound or positioned
         self._to_commit: dict[int, int] = {}  # partition → next offset, not committed to Kafka
+        # Health: when each owned partition last made progress (claimed, a batch committed, or
+        # seen without lag), and which had lag when last observed (monotonic seconds).
+        self._progress_at: dict[int, float] = {}
+        self._lagging: set[int] = set()
 
     # -- reading ----------------------------------------------------------------------------------
 
@@ -50,6 +55,13 @@ class PartitionState:
         """Anything to position before the next fetch (the batch loop)."""
         return bool(self._unready)
 
+    def stuck(self, now: float, bound: float) -> set[int]:
+        """Owned partitions that had lag when last observed and made no progress for over
+        ``bound`` seconds (the watchdog: ``/healthz`` and the ``stuck_partitions`` gauge)."""
+        return {
+            p for p in self._lagging & self._epochs.keys() if now - self._progress_at.get(p, now) > bound
+        }
+
     def pending_commits(self) -> bool:
         """Offsets consumed and not yet committed to Kafka (``Worker.close``)."""
         return bool(self._to_commit)
@@ -65,6 +77,9 @@ class PartitionState:
         """``claim_partitions`` answered these epochs: the partitions are owned from now on
         (``on_partitions_assigned``)."""
         self._epochs.update(epochs)
+        now = time.monotonic()
+        for p in epochs:
+            self._progress_at[p] = now
 
     def moving(self, partitions: Iterable[int]) -> None:
         """About to seek ``partitions``: records fetched so far are stale (positioning, before the
@@ -93,16 +108,34 @@ class PartitionState:
         parts = set(partitions)
         for p in parts:
             self._epochs.pop(p, None)
+            self._progress_at.pop(p, None)
         self._unready -= parts
+        self._lagging -= parts
 
     def keep_only_owned(self) -> None:
         """Forget unready marks of partitions no longer owned (the batch loop, before positioning)."""
         self._unready &= self._epochs.keys()
 
-    def consumed(self, next_offsets: Mapping[int, int]) -> None:
-        """A batch committed these positions in PostgreSQL: commit them to Kafka later (the batch
-        loop)."""
+    def consumed(self, next_offsets: Mapping[int, int], at: float | None = None) -> None:
+        """A batch committed these positions in PostgreSQL: commit them to Kafka later; the
+        partitions made progress (the batch loop)."""
         self._to_commit.update(next_offsets)
+        now = time.monotonic() if at is None else at
+        for p in next_offsets:
+            self._progress_at[p] = now
+
+    def observed(self, lags: Mapping[int, int], at: float | None = None) -> None:
+        """The lag of owned partitions was measured: one without lag is progressing by definition
+        (the watchdog)."""
+        now = time.monotonic() if at is None else at
+        for p, lag in lags.items():
+            if p not in self._epochs:
+                continue
+            if lag > 0:
+                self._lagging.add(p)
+            else:
+                self._lagging.discard(p)
+                self._progress_at[p] = now
 
     def take_commits(self) -> dict[int, int]:
         """The offsets to commit to Kafka now, forgotten here (the batch loop, ``Worker.close``)."""
@@ -114,3 +147,5 @@ class PartitionState:
         self._epochs.clear()
         self._unready.clear()
         self._to_commit.clear()
+        self._progress_at.clear()
+        self._lagging.clear()
