@@ -23,6 +23,7 @@ from helpers.scenario import T0, create_workspace, encode, event, wait_caught_up
 from segment_worker import limits
 from segment_worker.config import Settings
 from segment_worker.events import DLQ_REASONS
+from segment_worker.partitioning import partition_for
 from segment_worker.stores import postgres as pg
 from segment_worker.stores.keys import segment_key
 from segment_worker.worker.clock import ManualClock
@@ -105,7 +106,11 @@ async def test_records_that_fail_later_are_dead_lettered_and_nothing_stalls(
     kafka_bootstrap: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    s, ws = unique_settings, workspace_id
+    s = unique_settings
+    # Records of at least four partitions (a workspace id whose customers hash to only three of the
+    # topic's partitions happened once): the batch must span partitions the bad records are not in.
+    ws = next(w for w in (f"{workspace_id}{n}" for n in range(100))
+              if len({partition_for(f"{w}:c{i}".encode(), s.input_partitions) for i in range(24)}) >= 4)
     if edge == "isolation":  # let the bad records through the edge, as before the limits existed
         monkeypatch.setattr(limits, "instant_problem", lambda dt: None)
         monkeypatch.setattr(limits, "TAG_MAX_CHARS", 10**6)
