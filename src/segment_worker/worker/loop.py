@@ -43,7 +43,7 @@ from .. import budget
 from ..config import Settings
 from ..errors import FencedError as SwFencedError
 from ..errors import StoreUnavailable
-from ..kafka import create_consumer, create_producer, ensure_topics, kafka_errors
+from ..kafka import create_consumer, create_producer, ensure_topics, start_client
 from ..logs import partitions_context
 from ..stores import postgres as pg
 from ..stores.errors import FencedError
@@ -155,7 +155,7 @@ class Worker:
         """Create topics if missing, record the input partition count, connect, join the group."""
         s = self.settings
         dsn = s.require_database_url()
-        counts = await ensure_topics(s.kafka_bootstrap, s)
+        counts = await ensure_topics(s)
         try:
             self._pool = pool = await pg.create_pool(dsn, min_size=1, max_size=self.options.pool_max_size)
             async with pool.acquire() as conn:
@@ -171,9 +171,8 @@ class Worker:
             raise StoreUnavailable(
                 f"cannot reach Redis: {exc}", context={"operation": "worker start"}
             ) from exc
-        self._producer = create_producer(s.kafka_bootstrap, client_id=f"segment-worker-{self.owner}")
-        with kafka_errors("start producer", bootstrap=s.kafka_bootstrap):
-            await self._producer.start()
+        self._producer = create_producer(s, client_id=f"segment-worker-{self.owner}")
+        await start_client(self._producer, s, "start producer")
         self._listener = OutboxListener(dsn)
         await self._listener.connect()
         self._outbox = OutboxSender(
@@ -205,7 +204,7 @@ class Worker:
         )
         o = self.options
         self._consumer = create_consumer(
-            s.kafka_bootstrap,
+            s,
             group_id=s.consumer_group,
             client_id=f"segment-worker-{self.owner}",
             session_timeout_ms=o.session_timeout_ms,
@@ -214,8 +213,7 @@ class Worker:
             max_poll_records=o.max_records,
             fetch_max_wait_ms=o.fetch_max_wait_ms,
         )
-        with kafka_errors("start consumer", bootstrap=s.kafka_bootstrap):
-            await self._consumer.start()
+        await start_client(self._consumer, s, "start consumer")
         self._ownership = Ownership(
             settings=s,
             metrics=self.metrics,

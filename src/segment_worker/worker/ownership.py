@@ -125,7 +125,7 @@ class Ownership:
         async with self.pool.acquire() as conn:
             offsets = await pg.load_offsets(conn, s.consumer_group, s.topic_events, sorted(parts))
         tps = self.tps(parts)
-        await seek_stored(self.consumer, s.kafka_bootstrap, tps, offsets)
+        await seek_stored(self.consumer, s, tps, offsets)
         self.records.drop(parts)
         self.state.positioned(parts)
         self.consumer.resume(*tps)
