@@ -5,6 +5,9 @@ producer, the API's producer, a plain producer and a reader — must speak TLS w
 
 from __future__ import annotations
 
+import asyncio
+import os
+import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -15,8 +18,9 @@ import orjson
 import pytest
 
 from helpers.harness import WorkerProcess
-from helpers.kafka_io import produce, read_topic
+from helpers.kafka_io import log_ends, produce, read_topic
 from helpers.scenario import T0, create_workspace, encode, event, wait_caught_up
+from helpers.service import cli_command
 from helpers.tls import TlsFiles, TlsProxy, make_tls_files
 from segment_worker import kafka
 from segment_worker.config import Settings
@@ -81,25 +85,26 @@ async def test_a_worker_process_and_every_client_work_over_mutual_tls(
         assert await kafka.input_partition_count(settings) == 2
         worker.start()
         # A plain producer, and the API's publisher (``PATCH /customers/{id}`` goes through it).
-        ends = await produce(settings, settings.topic_events, [
+        await produce(settings, settings.topic_events, [
             encode(event(ws_id, "c1", "customer.tags_added", {"tags": ["VIP"]}, T0, "e-1")),
             encode(event(ws_id, "c2", "customer.tags_added", {"tags": ["VIP"]}, T0, "e-2")),
+            (f"{ws_id}:c9".encode(), b"not json"),  # bad input: the DLQ producer's turn
         ])
         e3 = event(ws_id, "c1", "customer.tags_removed", {"tags": ["VIP"]}, T0 + timedelta(minutes=1), "e-3")
         await ctx.publisher.publish(settings.topic_events, [encode(e3)])
-        # c1's events share a partition: its end moved by one record.
-        c1_partition = next(r.partition for r in await read_topic(settings, settings.topic_events)
-                            if orjson.loads(r.value)["event_id"] == "e-3")
-        ends[c1_partition] = ends.get(c1_partition, 0) + 1
+        ends = await log_ends(settings, settings.topic_events)  # with the publisher's record
         await wait_caught_up(conn, settings.consumer_group, settings.topic_events, ends, workspace_id=ws_id,
                              limit_s=90)
-        output = await read_topic(settings, settings.topic_membership)
+        # The session database's outbox may hold other tests' unsent rows of these partitions too.
+        output = [r for r in await read_topic(settings, settings.topic_membership)
+                  if r.key.startswith(f"{ws_id}:".encode())]
+        dead = await read_topic(settings, settings.topic_dlq)
     finally:
-        if worker.proc is not None and worker.proc.poll() is None:
-            assert worker.terminate() == 0, worker.log_text()[-3000:]
+        status = worker.terminate() if worker.proc is not None and worker.proc.poll() is None else None
         worker.ensure_dead()
         await ctx.close()
         await conn.close()
+    assert status == 0, worker.log_text()[-3000:]  # a clean stop (SIGTERM) over TLS too
     got = sorted(
         (d["subject"], d["type"], d["data"]["seq"], d["data"]["cause"]["event_id"])
         for d in (orjson.loads(r.value) for r in output)
@@ -110,6 +115,7 @@ async def test_a_worker_process_and_every_client_work_over_mutual_tls(
         ("c2", "segment.entered", 1, "e-2"),
     ]
     assert all(orjson.loads(r.value)["data"]["segment_id"] == str(sid) for r in output)
+    assert [(r.key, r.value) for r in dead] == [(f"{ws_id}:c9".encode(), b"not json")]
     assert tls_broker.proxy.connections > 0
 
 
@@ -144,3 +150,17 @@ async def test_a_plaintext_client_cannot_reach_the_tls_broker(tls_broker: TlsBro
     with pytest.raises(StoreUnavailable):  # no TLS configured: nothing to diagnose, plain unreachable
         async with kafka.producer(plaintext, request_timeout_ms=3000):
             pass
+
+
+async def test_a_worker_process_that_does_not_trust_the_broker_exits_saying_why(
+    tls_broker: TlsBroker, pg_dsn: str, redis_url: str, tmp_path: Path
+) -> None:
+    settings = tls_broker.settings(database_url=pg_dsn, redis_url=redis_url,
+                                   kafka_ssl_cafile=str(tls_broker.files.other_ca))
+    env = settings.as_env(os.environ)
+    done = await asyncio.to_thread(
+        subprocess.run, [*cli_command(), "run"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr[-3000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: kafka connect admin client failed: ")
+    assert last.endswith("): check SEGMENT_WORKER_KAFKA_SSL_CAFILE")
