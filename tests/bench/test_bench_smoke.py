@@ -124,7 +124,8 @@ def test_percentiles_and_targets() -> None:
 async def test_faust_baseline_is_skipped_without_the_extra(monkeypatch: pytest.MonkeyPatch,
                                                            tmp_path: Path) -> None:
     monkeypatch.setattr(baselines, "faust_available", lambda: False)
-    b = await baselines.faust("127.0.0.1:1", "t", 1, 10, rules_document(WorkloadSpec(segments=5)), tmp_path)
+    nowhere = Settings(kafka_bootstrap="127.0.0.1:1")
+    b = await baselines.faust(nowhere, "t", 1, 10, rules_document(WorkloadSpec(segments=5)), tmp_path)
     assert b.skipped == "skipped: install .[bench] (faust-streaming)"
     assert not await asyncio.to_thread(lambda: any(tmp_path.iterdir()))  # nothing was started
 
