@@ -172,7 +172,7 @@ async def test_send_retries_stop_at_the_time_budget(
     round starts, however many attempts are left."""
     monkeypatch.setattr(deadletter, "SEND_BUDGET_SECONDS", 0.0)
     topic = unique_name("dlq")
-    async with producer(kafka_bootstrap) as prod:
+    async with producer(Settings(kafka_bootstrap=kafka_bootstrap)) as prod:
         flaky = FlakyProducer(prod, topic, failures=10**6)
         with pytest.raises(DeadLetterUndelivered, match="after 1 attempts"):
             await publish_dead_letters(flaky, topic, [_letter(b"v")], attempts=5, backoff=Backoff(0.01, 0.02))
