@@ -2,7 +2,9 @@
 
 Each server comes from its ``SEGMENT_WORKER_*`` variable when set (``_KAFKA_BOOTSTRAP``,
 ``_DATABASE_URL``, ``_REDIS_URL``), otherwise from one embedded stack per test session
-(``segment_worker.embedded``) that starts only the servers some test asks for, on first use.
+(``segment_worker.embedded``) that starts only the servers some test asks for, on first use — or,
+with ``SEGMENT_WORKER_TEST_BACKEND=testcontainers``, from Docker containers started the same way
+(``helpers/containers.py``: Apache Kafka in KRaft mode, PostgreSQL, Redis).
 
 Isolation, since several runs may share servers: ``pg_dsn`` is a database of its own, created
 and migrated for the session and dropped at its end; Redis is shared as given (an embedded server
@@ -17,13 +19,27 @@ import os
 import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Protocol
 
 import asyncpg
 import pytest
 
+from helpers.containers import ContainerStack, backend
 from segment_worker.config import Settings
 from segment_worker.embedded import EmbeddedStack
 from segment_worker.migrate import migrate
+
+
+class ServerStack(Protocol):
+    """What the server fixtures need of a stack (``EmbeddedStack``, ``ContainerStack``)."""
+
+    def start_kafka(self) -> str: ...
+    def start_postgres(self) -> str: ...
+    def start_redis(self) -> str: ...
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    backend()  # an unknown SEGMENT_WORKER_TEST_BACKEND, or testcontainers missing: refused at once
 
 
 def _from_env(name: str) -> str | None:
@@ -45,9 +61,21 @@ def embedded_stack() -> Iterator[EmbeddedStack]:
 
 
 @pytest.fixture(scope="session")
-def pg_server_dsn(embedded_stack: EmbeddedStack) -> str:
+def server_stack(request: pytest.FixtureRequest) -> Iterator[ServerStack]:
+    """Where a server no ``SEGMENT_WORKER_*`` variable names comes from: the embedded stack, or
+    containers with ``SEGMENT_WORKER_TEST_BACKEND=testcontainers``."""
+    if backend() == "embedded":
+        yield request.getfixturevalue("embedded_stack")
+        return
+    containers = ContainerStack()
+    yield containers
+    containers.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_server_dsn(server_stack: ServerStack) -> str:
     """A PostgreSQL server's DSN with superuser rights (to create databases)."""
-    return _from_env("DATABASE_URL") or embedded_stack.start_postgres()
+    return _from_env("DATABASE_URL") or server_stack.start_postgres()
 
 
 @pytest.fixture(scope="session")
@@ -87,15 +115,15 @@ async def empty_database(pg_server_dsn: str) -> AsyncIterator[str]:
 
 
 @pytest.fixture(scope="session")
-def redis_url(embedded_stack: EmbeddedStack) -> str:
+def redis_url(server_stack: ServerStack) -> str:
     """A Redis URL. Shared: scope every key by a unique workspace id, never FLUSHDB."""
-    return _from_env("REDIS_URL") or embedded_stack.start_redis()
+    return _from_env("REDIS_URL") or server_stack.start_redis()
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap(embedded_stack: EmbeddedStack) -> str:
+def kafka_bootstrap(server_stack: ServerStack) -> str:
     """Kafka bootstrap servers. Shared: use topics and groups named by ``unique_name``."""
-    return _from_env("KAFKA_BOOTSTRAP") or embedded_stack.start_kafka()
+    return _from_env("KAFKA_BOOTSTRAP") or server_stack.start_kafka()
 
 
 @pytest.fixture(scope="session")

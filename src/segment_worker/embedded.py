@@ -163,6 +163,7 @@ class EmbeddedStack:
         redis: bool = True,
         stop_timeout: float = 10.0,
         start_timeout: float = 60.0,
+        kafka_advertised: str | None = None,
     ) -> None:
         self._given_dir = Path(data_dir).resolve() if data_dir is not None else None
         self._root: Path | None = None
@@ -172,6 +173,9 @@ class EmbeddedStack:
         self.stop_timeout = stop_timeout
         self.start_timeout = start_timeout
         self._atexit_registered = False
+        # ``host:port`` the broker tells clients to connect to instead of its own listener: a proxy in
+        # front of it (the TLS tests put a TLS-terminating one there; Tansu cannot speak TLS itself).
+        self._kafka_advertised = kafka_advertised
 
     # -- public surface -------------------------------------------------------------------------
 
@@ -361,7 +365,8 @@ class EmbeddedStack:
 
         def argv(port: int) -> list[str]:
             url = f"tcp://127.0.0.1:{port}"
-            return [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+            advertised = f"tcp://{self._kafka_advertised}" if self._kafka_advertised else url
+            return [binary, "broker", "--listener-url", url, "--advertised-listener-url", advertised,
                     "--storage-engine", "memory://tansu/"]
 
         start = log.stat().st_size if log.exists() else 0

@@ -9,12 +9,18 @@ So the input topic accepts records up to ``MAX_INPUT_RECORD_BYTES`` (they reach 
 dead-letters them), the DLQ topic a little more (room for our headers), producers may send that
 much, and consumers fetch that much per partition — aiokafka *skips* a record larger than
 ``max_partition_fetch_bytes`` when a broker truncates it, which would silently lose input.
+
+Security (CONTRACT §1): every client takes ``Settings`` and gets its bootstrap servers and the
+``SEGMENT_WORKER_KAFKA_SECURITY_PROTOCOL`` / ``_SSL_*`` / ``_SASL_*`` options from
+``client_options`` — there is no way to make a client of ours that skips them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import ssl
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
@@ -22,6 +28,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka import errors as kerr
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.helpers import create_ssl_context
 
 from .config import Settings
 from .errors import (
@@ -66,6 +73,40 @@ def map_kafka_error(exc: BaseException, operation: str, **context: Any) -> Segme
     return SegmentWorkerError(msg, retriable=False, context=ctx)
 
 
+def client_security(settings: Settings) -> dict[str, Any]:
+    """The aiokafka options of the configured security protocol: ``security_protocol``, and an
+    ``ssl_context`` (the CA to trust, or the system's; a client certificate for mutual TLS) and/or
+    the SASL mechanism and credentials. The combinations were checked when ``settings`` were made."""
+    protocol = settings.kafka_security_protocol
+    options: dict[str, Any] = {"security_protocol": protocol}
+    if protocol in ("SSL", "SASL_SSL"):
+        try:
+            options["ssl_context"] = create_ssl_context(
+                cafile=settings.kafka_ssl_cafile,
+                certfile=settings.kafka_ssl_certfile,
+                keyfile=settings.kafka_ssl_keyfile,
+            )
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigError(
+                f"cannot load the Kafka TLS files: {exc}",
+                context={"cafile": settings.kafka_ssl_cafile, "certfile": settings.kafka_ssl_certfile,
+                         "keyfile": settings.kafka_ssl_keyfile},
+            ) from exc
+    if protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
+        password = settings.kafka_sasl_password
+        options.update(
+            sasl_mechanism=settings.kafka_sasl_mechanism,
+            sasl_plain_username=settings.kafka_sasl_username,
+            sasl_plain_password=password.get_secret_value() if password is not None else None,
+        )
+    return options
+
+
+def client_options(settings: Settings) -> dict[str, Any]:
+    """``bootstrap_servers`` and ``client_security``: what every Kafka client of ours is made with."""
+    return {"bootstrap_servers": settings.kafka_bootstrap, **client_security(settings)}
+
+
 @contextmanager
 def kafka_errors(operation: str, **context: Any) -> Iterator[None]:
     """Run a block, re-raising aiokafka (and socket) errors as ours."""
@@ -77,14 +118,63 @@ def kafka_errors(operation: str, **context: Any) -> Iterator[None]:
         raise map_kafka_error(exc, operation, **context) from exc
 
 
+async def start_client(client: Any, settings: Settings, operation: str, **context: Any) -> None:
+    """``client.start()`` with its errors mapped. When the connection fails under TLS, one probe says
+    why (aiokafka only says it could not bootstrap): that is a ``ConfigError``, since retrying with
+    the same certificates cannot help."""
+    try:
+        with kafka_errors(operation, bootstrap=settings.kafka_bootstrap, **context):
+            await client.start()
+    except StoreUnavailable as exc:
+        why = await tls_failure(settings)
+        if why is None:
+            raise
+        raise ConfigError(f"{exc.message}; {why}", context=exc.context) from exc
+
+
+async def tls_failure(settings: Settings, *, wait_s: float = 3.0) -> str | None:
+    """Why a TLS session with the first bootstrap server fails, in OpenSSL's words and with the
+    setting to check; ``None`` when TLS is not configured, the server does not answer, or TLS works."""
+    if settings.kafka_security_protocol not in ("SSL", "SASL_SSL"):
+        return None
+    host, _, port = settings.kafka_bootstrap.split(",")[0].strip().rpartition(":")
+    context = client_security(settings)["ssl_context"]
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, int(port), ssl=context, server_hostname=host), wait_s)
+    except ssl.SSLCertVerificationError as exc:
+        return (f"the broker's TLS certificate is not trusted ({exc.verify_message}): check "
+                "SEGMENT_WORKER_KAFKA_SSL_CAFILE")
+    except ssl.SSLError as exc:
+        return f"the TLS handshake with {host}:{port} failed ({exc.reason or exc})"
+    except (OSError, TimeoutError, ValueError):
+        return None
+    try:
+        # Under TLS 1.3 a server refuses a client certificate (or its absence) after the client's
+        # side of the handshake is done: the alert arrives on the first read.
+        await asyncio.wait_for(reader.read(1), 0.5)
+    except ssl.SSLError as exc:
+        if "CERTIFICATE_REQUIRED" in str(exc.reason):
+            return ("the broker requires a client certificate: set SEGMENT_WORKER_KAFKA_SSL_CERTFILE and "
+                    "SEGMENT_WORKER_KAFKA_SSL_KEYFILE")
+        return f"the broker ended the TLS session ({exc.reason or exc}): check the client certificate"
+    except (OSError, TimeoutError):
+        pass
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError, ssl.SSLError):
+            await writer.wait_closed()
+    return None
+
+
 def create_producer(
-    bootstrap: str, *, client_id: str = "segment-worker", **overrides: Any
+    settings: Settings, *, client_id: str = "segment-worker", **overrides: Any
 ) -> AIOKafkaProducer:
     """An unstarted producer: acks=all, no idempotence, bytes in, big enough for a whole DLQ copy.
 
     Must be called with an event loop running (aiokafka binds to it)."""
     options: dict[str, Any] = {
-        "bootstrap_servers": bootstrap,
+        **client_options(settings),
         "client_id": client_id,
         "acks": "all",
         "enable_idempotence": False,
@@ -95,17 +185,18 @@ def create_producer(
     }
     if options["enable_idempotence"]:
         raise ConfigError("idempotent producers are not supported here (Tansu refuses InitProducerId)",
-                          context={"bootstrap": bootstrap})
+                          context={"bootstrap": settings.kafka_bootstrap})
     return AIOKafkaProducer(**options)
 
 
 def create_consumer(
-    bootstrap: str, *topics: str, group_id: str | None, client_id: str = "segment-worker", **overrides: Any
+    settings: Settings, *topics: str, group_id: str | None, client_id: str = "segment-worker",
+    **overrides: Any,
 ) -> AIOKafkaConsumer:
     """An unstarted consumer of bytes: no auto-commit (positions live in PostgreSQL), earliest reset,
     per-partition fetch large enough that no accepted input record is ever skipped."""
     options: dict[str, Any] = {
-        "bootstrap_servers": bootstrap,
+        **client_options(settings),
         "client_id": client_id,
         "group_id": group_id,
         "enable_auto_commit": False,
@@ -117,12 +208,11 @@ def create_consumer(
 
 
 @asynccontextmanager
-async def producer(bootstrap: str, **overrides: Any) -> AsyncIterator[AIOKafkaProducer]:
+async def producer(settings: Settings, **overrides: Any) -> AsyncIterator[AIOKafkaProducer]:
     """A started ``create_producer`` producer, stopped (flushed) on exit; start errors mapped."""
-    prod = create_producer(bootstrap, **overrides)
+    prod = create_producer(settings, **overrides)
     try:
-        with kafka_errors("start producer", bootstrap=bootstrap):
-            await prod.start()
+        await start_client(prod, settings, "start producer")
     except BaseException:
         await prod.stop()  # releases what a failed start opened
         raise
@@ -134,13 +224,12 @@ async def producer(bootstrap: str, **overrides: Any) -> AsyncIterator[AIOKafkaPr
 
 @asynccontextmanager
 async def consumer(
-    bootstrap: str, *topics: str, group_id: str | None, **overrides: Any
+    settings: Settings, *topics: str, group_id: str | None, **overrides: Any
 ) -> AsyncIterator[AIOKafkaConsumer]:
     """A started ``create_consumer`` consumer, stopped on exit; start errors mapped."""
-    cons = create_consumer(bootstrap, *topics, group_id=group_id, **overrides)
+    cons = create_consumer(settings, *topics, group_id=group_id, **overrides)
     try:
-        with kafka_errors("start consumer", bootstrap=bootstrap, topics=list(topics)):
-            await cons.start()
+        await start_client(cons, settings, "start consumer", topics=list(topics))
     except BaseException:
         await cons.stop()
         raise
@@ -151,11 +240,10 @@ async def consumer(
 
 
 @asynccontextmanager
-async def _admin(bootstrap: str) -> AsyncIterator[AIOKafkaAdminClient]:
-    client = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="segment-worker-admin")
+async def _admin(settings: Settings) -> AsyncIterator[AIOKafkaAdminClient]:
+    client = AIOKafkaAdminClient(**client_options(settings), client_id="segment-worker-admin")
     try:
-        with kafka_errors("connect admin client", bootstrap=bootstrap):
-            await client.start()
+        await start_client(client, settings, "connect admin client")
         yield client
     finally:
         await client.close()
@@ -180,11 +268,7 @@ def topic_specs(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]:
 
 
 async def ensure_topics(
-    bootstrap: str,
-    settings: Settings,
-    *,
-    replication_factor: int | None = None,
-    missing_out: list[str] | None = None,
+    settings: Settings, *, replication_factor: int | None = None, missing_out: list[str] | None = None
 ) -> dict[str, int]:
     """Create the input, output and DLQ topics if missing; answer each topic's partition count.
 
@@ -193,7 +277,8 @@ async def ensure_topics(
     defaults to min(3, brokers in the cluster). The names found missing are appended to
     ``missing_out`` (a running worker calls this again to recreate topics a broker lost)."""
     specs = topic_specs(settings)
-    async with _admin(bootstrap) as admin:
+    bootstrap = settings.kafka_bootstrap
+    async with _admin(settings) as admin:
         counts = await _partition_counts(admin)
         missing = [name for name in specs if name not in counts]
         if missing_out is not None:
@@ -237,17 +322,17 @@ async def _await_topics(admin: AIOKafkaAdminClient, names: list[str]) -> dict[st
         await asyncio.sleep(0.2)
 
 
-async def topic_partition_count(bootstrap: str, topic: str) -> int:
+async def topic_partition_count(settings: Settings, topic: str) -> int:
     """Partitions of ``topic``; ``NotFound`` if it does not exist."""
-    async with _admin(bootstrap) as admin:
+    async with _admin(settings) as admin:
         counts = await _partition_counts(admin)
     if topic not in counts:
         raise NotFound(f"Kafka topic {topic!r} does not exist",
-                       context={"topic": topic, "bootstrap": bootstrap})
+                       context={"topic": topic, "bootstrap": settings.kafka_bootstrap})
     return counts[topic]
 
 
-async def input_partition_count(bootstrap: str, settings: Settings) -> int:
+async def input_partition_count(settings: Settings) -> int:
     """Partitions of the input topic (the partition space customers are owned by, CONTRACT §10)."""
-    return await topic_partition_count(bootstrap, settings.topic_events)
+    return await topic_partition_count(settings, settings.topic_events)
 

@@ -18,6 +18,11 @@ from .state import Transition
 from .timeutil import format_ms
 
 SOURCE = "segment-worker"
+# The Kafka protocol binding's structured mode (CONTRACT §6): every record says so in its
+# ``content-type`` header. The Java and Go SDKs pick the mode from this header; without it they
+# look for binary-mode ``ce_`` headers, find none, and refuse the record.
+STRUCTURED_CONTENT_TYPE = "application/cloudevents+json; charset=utf-8"
+RECORD_HEADERS: list[tuple[str, bytes]] = [("content-type", STRUCTURED_CONTENT_TYPE.encode())]
 
 CauseKind = Literal["event", "rules_changed", "time", "manual", "import", "customer_deleted"]
 _MS_TIME_SCHEMA = {

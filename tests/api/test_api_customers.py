@@ -165,7 +165,7 @@ async def test_patch_customer_publishes_input_events(
 ) -> None:
     ws = workspace_id
     settings = unique_settings
-    await ensure_topics(settings.kafka_bootstrap, settings)
+    await ensure_topics(settings)
     kctx = ServiceContext(pool=ctx.pool, redis=ctx.redis, settings=settings)
     app = create_app(settings, context=kctx)
     token = await create_token(ctx.pool, ws)

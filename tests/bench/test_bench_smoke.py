@@ -124,7 +124,8 @@ def test_percentiles_and_targets() -> None:
 async def test_faust_baseline_is_skipped_without_the_extra(monkeypatch: pytest.MonkeyPatch,
                                                            tmp_path: Path) -> None:
     monkeypatch.setattr(baselines, "faust_available", lambda: False)
-    b = await baselines.faust("127.0.0.1:1", "t", 1, 10, rules_document(WorkloadSpec(segments=5)), tmp_path)
+    nowhere = Settings(kafka_bootstrap="127.0.0.1:1")
+    b = await baselines.faust(nowhere, "t", 1, 10, rules_document(WorkloadSpec(segments=5)), tmp_path)
     assert b.skipped == "skipped: install .[bench] (faust-streaming)"
     assert not await asyncio.to_thread(lambda: any(tmp_path.iterdir()))  # nothing was started
 
@@ -144,14 +145,14 @@ async def test_faust_baseline_runs_the_agent(kafka_bootstrap: str, unique_name: 
 
     spec = WorkloadSpec(customers=200, segments=10, events=1500, seed=1)
     topic = unique_name("bench-faust")
-    settings = Settings(topic_events=topic, input_partitions=2, topic_membership=unique_name("m"),
-                        topic_dlq=unique_name("d"))
-    await ensure_topics(kafka_bootstrap, settings)
+    settings = Settings(kafka_bootstrap=kafka_bootstrap, topic_events=topic, input_partitions=2,
+                        topic_membership=unique_name("m"), topic_dlq=unique_name("d"))
+    await ensure_topics(settings)
     events = await asyncio.to_thread(EventFile.write, tmp_path / "e.bin",
                                      stream_events(spec, "ws", tag="f", start=NOW))
-    async with producer(kafka_bootstrap) as prod:
+    async with producer(settings) as prod:
         await produce_all(prod, topic, events.records())
-    b = await baselines.faust(kafka_bootstrap, topic, 2, events.count, rules_document(spec), tmp_path / "f")
+    b = await baselines.faust(settings, topic, 2, events.count, rules_document(spec), tmp_path / "f")
     assert b.skipped is None, b.skipped
     assert b.events == 1500 and b.per_second > 0 and b.extra["transitions"] > 0
 

@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 
 from helpers.processes import still_alive
 from segment_worker import kafka
+from segment_worker.config import Settings
 from segment_worker.embedded import EmbeddedStack, ServerStartError
 
 
@@ -50,9 +51,10 @@ async def test_stack_answers_and_stop_leaves_no_process() -> None:
             await client.aclose()
 
         topic = f"roundtrip-{uuid.uuid4().hex[:8]}"
-        async with kafka.producer(stack.kafka_bootstrap) as prod:
+        settings = Settings(kafka_bootstrap=stack.kafka_bootstrap)
+        async with kafka.producer(settings) as prod:
             await prod.send_and_wait(topic, b"hello", key=b"ws:c1", headers=[("h", b"1")])
-        async with kafka.consumer(stack.kafka_bootstrap, topic, group_id=None) as cons:
+        async with kafka.consumer(settings, topic, group_id=None) as cons:
             got = await cons.getmany(timeout_ms=10_000)
         records = [r for batch in got.values() for r in batch]
         assert [(r.key, r.value, tuple(r.headers)) for r in records] == [(b"ws:c1", b"hello", (("h", b"1"),))]

@@ -13,13 +13,20 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from segment_worker.kafka import MAX_DLQ_RECORD_BYTES, producer
+from segment_worker.config import Settings
+from segment_worker.kafka import MAX_DLQ_RECORD_BYTES, client_options, producer
 
 Record = tuple[bytes | None, bytes | None]  # (key, value)
+Kafka = str | Settings  # bootstrap servers (plaintext) or settings with the security to use
+
+
+def kafka_settings(kafka: Kafka) -> Settings:
+    """``kafka`` as the ``Settings`` our client factories take."""
+    return kafka if isinstance(kafka, Settings) else Settings(kafka_bootstrap=kafka)
 
 
 async def produce(
-    bootstrap: str,
+    bootstrap: Kafka,
     topic: str,
     records: Iterable[Record],
     *,
@@ -29,7 +36,7 @@ async def produce(
     """Send records in order (default partitioner unless ``partition``) and wait for all.
     Answers, per partition written, the offset after the last record sent."""
     ends: dict[int, int] = {}
-    async with producer(bootstrap, linger_ms=20) as prod:
+    async with producer(kafka_settings(bootstrap), linger_ms=20) as prod:
         futures = []
         for key, value in records:
             futures.append(
@@ -50,10 +57,10 @@ async def _partitions(consumer: Any, topic: str) -> list[int]:
     raise AssertionError(f"topic {topic} has no partitions")
 
 
-async def read_topic(bootstrap: str, topic: str, *, limit_s: float = 30.0) -> list[Any]:
+async def read_topic(bootstrap: Kafka, topic: str, *, limit_s: float = 30.0) -> list[Any]:
     """Every record of ``topic`` up to its high watermarks, partition by partition in offset order."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+        **client_options(kafka_settings(bootstrap)),
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_partition_fetch_bytes=MAX_DLQ_RECORD_BYTES,
@@ -90,7 +97,7 @@ async def read_topic(bootstrap: str, topic: str, *, limit_s: float = 30.0) -> li
         await consumer.stop()
 
 
-async def log_ends(bootstrap: str, topic: str) -> dict[int, int]:
+async def log_ends(bootstrap: Kafka, topic: str) -> dict[int, int]:
     """The end offset of every partition (from fetch high watermarks)."""
     records = await read_topic(bootstrap, topic)
     ends: dict[int, int] = {}

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from helpers.kafka_io import read_topic
 from helpers.stores import T0, new_partitions, new_ws
+from segment_worker.config import Settings
 from segment_worker.kafka import producer
 from segment_worker.migrate import available, migrate_conn
 from segment_worker.stores import OpKind, RedisOp, pg_outbox
@@ -92,7 +93,7 @@ async def test_a_pipelined_drain_sends_every_row_once_and_each_key_in_order(
             # The last partition's Redis ops are pending: it must wait.
             await pg.insert_redis_ops(conn, [RedisOp(parts[2], OpKind.SADD, "k", "c")])
             expected = {r.id: render_row(r) for r in await pg.fetch_unsent(conn, parts[:2], 1000)}
-        async with producer(kafka_bootstrap) as prod:
+        async with producer(Settings(kafka_bootstrap=kafka_bootstrap)) as prod:
             sender = OutboxSender(prod, topic, WorkerMetrics(CollectorRegistry()), batch_rows=7)
             assert await sender.drain(pool, parts) == 80
             assert sender.has_unmarked  # marked lazily…
@@ -128,7 +129,7 @@ async def test_a_drain_does_not_wait_out_the_producers_linger(
         async with pool.acquire() as conn:
             for c in range(20):
                 await conn.execute(_INSERT, part, ws, uuid.uuid4(), f"c{c}", 1, "entered", T0)
-        async with producer(kafka_bootstrap, linger_ms=2000) as prod:
+        async with producer(Settings(kafka_bootstrap=kafka_bootstrap), linger_ms=2000) as prod:
             await prod.partitions_for(topic)  # creates the topic: its metadata is not timed
             sender = OutboxSender(prod, topic, WorkerMetrics(CollectorRegistry()))
             t0 = time.monotonic()

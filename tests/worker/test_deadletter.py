@@ -72,7 +72,7 @@ async def test_a_copy_refused_even_empty_goes_out_with_only_our_headers(
     # The source's own headers (8 kB) and key (3 kB) alone exceed the request size: the ladder's
     # sizes 1,032,192 / 65,536 / 0 of the value are all refused; the last rung fits.
     letter = _letter(b"y" * 200_000, headers=(("trace", b"t" * 8000),), key=b"K" * 3000)
-    async with producer(kafka_bootstrap, max_request_size=4000) as prod:
+    async with producer(Settings(kafka_bootstrap=kafka_bootstrap), max_request_size=4000) as prod:
         await publish_dead_letters(prod, topic, [letter])
     (rec,) = await read_topic(kafka_bootstrap, topic)
     headers = dict(rec.headers)
@@ -92,7 +92,8 @@ async def test_a_copy_no_size_fits_fails_the_batch_instead_of_being_dropped(
 ) -> None:
     topic = unique_name("dlq")
     letter = DeadLetter(SourceRecord("in", 3, 42, b"k", b"y" * 1000), "r" * 5000, "poison")
-    async with producer(kafka_bootstrap, max_request_size=600) as prod:  # our 1 kB reason does not fit
+    settings = Settings(kafka_bootstrap=kafka_bootstrap)
+    async with producer(settings, max_request_size=600) as prod:  # our 1 kB reason does not fit
         with pytest.raises(DeadLetterUndelivered) as err:
             await publish_dead_letters(prod, topic, [letter])
     assert err.value.retriable
@@ -104,7 +105,7 @@ async def test_send_failures_are_retried_with_backoff_then_delivered(
 ) -> None:
     topic = unique_name("dlq")
     letters = [_letter(f"v{i}".encode()) for i in range(3)]
-    async with producer(kafka_bootstrap) as prod:
+    async with producer(Settings(kafka_bootstrap=kafka_bootstrap)) as prod:
         flaky = FlakyProducer(prod, topic, failures=4)
         await publish_dead_letters(flaky, topic, letters, attempts=5, backoff=Backoff(0.01, 0.05))
     got = [r.value for r in await read_topic(kafka_bootstrap, topic)]
@@ -116,7 +117,7 @@ async def test_send_failures_past_the_bound_fail_as_transient(
     kafka_bootstrap: str, unique_name: Callable[[str], str]
 ) -> None:
     topic = unique_name("dlq")
-    async with producer(kafka_bootstrap) as prod:
+    async with producer(Settings(kafka_bootstrap=kafka_bootstrap)) as prod:
         flaky = FlakyProducer(prod, topic, failures=10**6)
         with pytest.raises(DeadLetterUndelivered) as err:
             await publish_dead_letters(flaky, topic, [_letter(b"v")], attempts=3, backoff=Backoff(0.01, 0.02))
@@ -171,7 +172,7 @@ async def test_send_retries_stop_at_the_time_budget(
     round starts, however many attempts are left."""
     monkeypatch.setattr(deadletter, "SEND_BUDGET_SECONDS", 0.0)
     topic = unique_name("dlq")
-    async with producer(kafka_bootstrap) as prod:
+    async with producer(Settings(kafka_bootstrap=kafka_bootstrap)) as prod:
         flaky = FlakyProducer(prod, topic, failures=10**6)
         with pytest.raises(DeadLetterUndelivered, match="after 1 attempts"):
             await publish_dead_letters(flaky, topic, [_letter(b"v")], attempts=5, backoff=Backoff(0.01, 0.02))

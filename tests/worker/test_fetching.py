@@ -22,9 +22,8 @@ from segment_worker.worker.fetching import fetch
 async def topic(kafka_bootstrap: str, unique_name: Callable[[str], str]) -> str:
     name = unique_name("fetch")
     await kafka.ensure_topics(
-        kafka_bootstrap,
-        Settings(topic_events=name, topic_membership=unique_name("out"), topic_dlq=unique_name("dlq"),
-                 input_partitions=1),
+        Settings(kafka_bootstrap=kafka_bootstrap, topic_events=name, topic_membership=unique_name("out"),
+                 topic_dlq=unique_name("dlq"), input_partitions=1),
     )
     return name
 
@@ -33,7 +32,8 @@ async def topic(kafka_bootstrap: str, unique_name: Callable[[str], str]) -> str:
 async def consumers(kafka_bootstrap: str, topic: str) -> AsyncIterator[list[AIOKafkaConsumer]]:
     made: list[AIOKafkaConsumer] = []
     for _ in range(2):
-        c = kafka.create_consumer(kafka_bootstrap, group_id=None, fetch_max_wait_ms=50)
+        settings = Settings(kafka_bootstrap=kafka_bootstrap)
+        c = kafka.create_consumer(settings, group_id=None, fetch_max_wait_ms=50)
         await c.start()
         c.assign([TopicPartition(topic, 0)])
         made.append(c)

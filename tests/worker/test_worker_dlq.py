@@ -142,7 +142,7 @@ async def test_a_dlq_copy_refused_as_too_large_is_sent_truncated(
     topic = unique_name("dlq")
     value = b"y" * 200_000
     letter = DeadLetter(SourceRecord("in", 3, 42, b"k", value, (("trace", b"t1"),)), "value is too big")
-    async with producer(kafka_bootstrap, max_request_size=100_000) as prod:
+    async with producer(Settings(kafka_bootstrap=kafka_bootstrap), max_request_size=100_000) as prod:
         await publish_dead_letters(prod, topic, [letter])
     (rec,) = await read_topic(kafka_bootstrap, topic)
     headers = dict(rec.headers)

@@ -48,7 +48,7 @@ async def test_end_to_end_latency_is_measured_from_the_record_timestamps(
     records.append(encode(event(workspace_id, "c0", "customer.attributes_set",  # DLQ: invalid_value
                                 {"attributes": {"score": "high"}}, _utc(now))))
     async with WorkerHarness(s) as h:
-        async with producer(s.kafka_bootstrap) as prod:
+        async with producer(s) as prod:
             futures = [
                 await prod.send(s.topic_events, value=v, key=k, timestamp_ms=stamp) for k, v in records
             ]

@@ -59,7 +59,7 @@ async def test_a_position_past_the_log_end_restarts_from_the_log_start(
     conn = await pg.connect(s.require_database_url())
     try:
         await create_workspace(conn, ws, segments={"VIP": {"field": "tags", "op": "has", "value": "vip"}})
-        await ensure_topics(kafka_bootstrap, s)
+        await ensure_topics(s)
         ends = await produce(kafka_bootstrap, s.topic_events, [tags(ws, f"c{i}") for i in range(20)])
         await pg.save_offsets(conn, s.consumer_group, s.topic_events, dict.fromkeys(range(4), 10_000))
         caplog.set_level(logging.WARNING, logger="segment_worker.worker.loop")
@@ -88,6 +88,6 @@ async def test_log_reaches_tells_positions_inside_the_log_from_those_past_it(
     ends = await produce(kafka_bootstrap, topic, [(b"k", b"v")] * 30, partition=0)
     assert ends == {0: 30}
     tp = TopicPartition(topic, 0)
-    assert await log_reaches(kafka_bootstrap, {tp: 30}) == {tp}
-    assert await log_reaches(kafka_bootstrap, {tp: 17}) == {tp}
-    assert await log_reaches(kafka_bootstrap, {tp: 31}, wait_s=1.0) == set()
+    assert await log_reaches(Settings(kafka_bootstrap=kafka_bootstrap), {tp: 30}) == {tp}
+    assert await log_reaches(Settings(kafka_bootstrap=kafka_bootstrap), {tp: 17}) == {tp}
+    assert await log_reaches(Settings(kafka_bootstrap=kafka_bootstrap), {tp: 31}, wait_s=1.0) == set()

@@ -110,7 +110,7 @@ class Stream:
         return self._task is not None and not self._task.done()
 
     async def _run(self) -> None:
-        async with producer(self._bootstrap, linger_ms=5) as prod:
+        async with producer(Settings(kafka_bootstrap=self._bootstrap), linger_ms=5) as prod:
             while not self._stop.is_set() and self.produced < len(self._records):
                 chunk = self._records[self.produced : self.produced + CHUNK]
                 futures = [await prod.send(self._topic, value=v, key=k) for k, v in chunk]

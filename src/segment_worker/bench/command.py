@@ -54,6 +54,9 @@ def bench(customers: int, segments: int, events: int, rate: float, latency_secon
     an audience, worker memory; raw Kafka, PostgreSQL upsert, faust and batch-SQL baselines."""
     import json
 
+    from ..cli.main import require_embedded
+
+    require_embedded("bench")  # before importing .runner, which needs them
     from rich.console import Console
 
     from ..cli.main import run_async

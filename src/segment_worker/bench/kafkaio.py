@@ -20,7 +20,8 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from ..kafka import kafka_errors
+from ..config import Settings
+from ..kafka import client_options, kafka_errors
 from .servers import BenchError
 
 _HEADER = struct.Struct("<HI")
@@ -128,7 +129,7 @@ class SegmentSeen:
 class OutputWatcher:
     """Consumes the output topic from its start and keeps what the measurements need."""
 
-    bootstrap: str
+    settings: Settings
     topic: str
     sent_at: dict[str, float] = field(default_factory=dict)  # event id → send instant (latency phase)
     latencies: list[float] = field(default_factory=list)
@@ -143,7 +144,7 @@ class OutputWatcher:
 
     async def start(self, partitions: int) -> None:
         """Assign every partition of the topic, from the beginning, and consume in the background."""
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None,
+        consumer = AIOKafkaConsumer(**client_options(self.settings), group_id=None,
                                     enable_auto_commit=False, auto_offset_reset="earliest",
                                     max_partition_fetch_bytes=8 << 20, fetch_max_wait_ms=10)
         # Tansu answers a fetch at its deadline, not when a record arrives: the watcher's wait

@@ -271,17 +271,17 @@ async def _baselines(servers: Servers, options: BenchOptions, results: Results, 
         topic = f"{ws}-baseline-events"
         settings = Settings(kafka_bootstrap=bootstrap, topic_events=topic, topic_membership=f"{topic}-out",
                             topic_dlq=f"{topic}-dlq", input_partitions=options.partitions)
-        await ensure_topics(bootstrap, settings)
-        async with producer(bootstrap, client_id="bench-baseline") as prod:
+        await ensure_topics(settings)
+        async with producer(settings, client_id="bench-baseline") as prod:
             await produce_all(prod, topic, events.records(), lambda n: done(n, events.count))
         if "kafka-baseline" not in skip:
             ui.phase("baseline: raw Kafka consume")
-            results.baselines.append(await baselines.kafka_consume(bootstrap, topic, options.partitions,
+            results.baselines.append(await baselines.kafka_consume(settings, topic, options.partitions,
                                                                    events.count))
             ui.updated(results)
         if options.faust:
             ui.phase("baseline: faust agent")
-            results.baselines.append(await baselines.faust(bootstrap, topic, options.partitions, events.count,
+            results.baselines.append(await baselines.faust(settings, topic, options.partitions, events.count,
                                                            document, work / "faust"))
     if not options.faust:
         results.baselines.append(Baseline("faust", "faust-streaming agent", skipped="skipped: --no-faust"))

@@ -55,7 +55,7 @@ class Session:
             topic_dlq=f"{prefix}-dlq", consumer_group=f"{prefix}-group", tick_seconds=self.tick_seconds,
             input_partitions=self.partitions,
         )
-        await ensure_topics(bootstrap, self.settings)
+        await ensure_topics(self.settings)
         self.ctx = await ServiceContext.open(self.settings)
         procs = [spawn_worker(self.settings, self.log_dir / f"worker-{self.name}-{k}.log",
                               profile=self.profile if k == 0 else None, args=self.worker_args)
@@ -63,7 +63,7 @@ class Session:
         self.group = WorkerGroup(procs)
         try:
             await self.group.wait_ready(self.partitions)
-            self.watcher = OutputWatcher(bootstrap, self.settings.topic_membership)
+            self.watcher = OutputWatcher(self.settings, self.settings.topic_membership)
             await self.watcher.start(self.partitions)
         except BaseException:
             await self.group.stop()
@@ -79,7 +79,7 @@ class Session:
 
     def producer(self) -> AbstractAsyncContextManager[AIOKafkaProducer]:
         """A started producer for the session's broker (``async with``)."""
-        return producer(self.settings.kafka_bootstrap, client_id=f"bench-{self.run_id}")
+        return producer(self.settings, client_id=f"bench-{self.run_id}")
 
     def cpu(self) -> dict[str, float]:
         """CPU seconds so far of the workers, each server we run, and the bench itself."""

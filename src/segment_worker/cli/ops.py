@@ -42,6 +42,9 @@ def _quiet_unless_asked() -> None:
 def dev(data_dir: Path, no_demo: bool, api_port: int, customers: int, trickle_rate: float) -> None:
     """Run everything locally: embedded broker, PostgreSQL and Redis, the worker and the API, a demo
     workspace with live events. Prints where everything is; Ctrl-C stops it all."""
+    from .main import require_embedded
+
+    require_embedded("dev")  # before importing ..dev, which needs them
     from rich.console import Console
 
     from .. import tracing

@@ -127,7 +127,7 @@ async def _start(options: DevOptions, base: Settings, resources: AsyncExitStack,
     rebuilt = await rebuild_and_diff(ctx.pool, ctx.redis, repair=True)
     if rebuilt.has_drift:
         err.print(f"rebuilt {len(rebuilt.drift)} Redis sets from PostgreSQL")
-    await kafka.ensure_topics(settings.kafka_bootstrap, settings)
+    await kafka.ensure_topics(settings)
 
     worker = WorkerProcess(settings, stack.log_path("worker"), metrics_port=free_port())
     await worker.start()
@@ -139,7 +139,7 @@ async def _start(options: DevOptions, base: Settings, resources: AsyncExitStack,
     running = _Running(ctx, worker, [])
     if options.demo:
         producer = await resources.enter_async_context(
-            kafka.producer(settings.kafka_bootstrap, client_id="segment-worker-dev")
+            kafka.producer(settings, client_id="segment-worker-dev")
         )
         await _load_demo(options, settings, producer, ctx, worker, err)
     token = await create_token(ctx.pool, ALL_WORKSPACES)

@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaProducer
 
 from .. import budget
 from ..config import Settings
-from ..kafka import create_producer, kafka_errors
+from ..kafka import create_producer, kafka_errors, start_client
 from ..stores import postgres as pg
 from ..stores.redis_client import RedisClient, connect_redis
 
@@ -28,18 +28,17 @@ class EventPublisher(Protocol):
 class KafkaPublisher:
     """A producer started on first use, so the API starts (and serves reads) without Kafka."""
 
-    def __init__(self, bootstrap: str) -> None:
-        self._bootstrap = bootstrap
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
 
     async def _started(self) -> AIOKafkaProducer:
         async with self._lock:
             if self._producer is None:
-                producer = create_producer(self._bootstrap, client_id="segment-worker-api")
+                producer = create_producer(self._settings, client_id="segment-worker-api")
                 try:
-                    with kafka_errors("start producer", bootstrap=self._bootstrap):
-                        await producer.start()
+                    await start_client(producer, self._settings, "start producer")
                 except BaseException:
                     await producer.stop()
                     raise
@@ -74,7 +73,7 @@ class ServiceContext:
         self.pool = pool
         self.redis = redis
         self.settings = settings
-        self.publisher: EventPublisher = publisher or KafkaPublisher(settings.kafka_bootstrap)
+        self.publisher: EventPublisher = publisher or KafkaPublisher(settings)
         # Told, after each committed unit, the transitions it wrote: (kind, cause kind) → count.
         self.transition_sinks: list[Callable[[Mapping[tuple[str, str], int]], None]] = []
 

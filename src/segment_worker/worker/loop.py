@@ -43,7 +43,7 @@ from .. import budget
 from ..config import Settings
 from ..errors import FencedError as SwFencedError
 from ..errors import StoreUnavailable
-from ..kafka import create_consumer, create_producer, ensure_topics, kafka_errors
+from ..kafka import create_consumer, create_producer, ensure_topics, start_client
 from ..logs import partitions_context
 from ..stores import postgres as pg
 from ..stores.errors import FencedError
@@ -169,7 +169,7 @@ class Worker:
         s = self.settings
         dsn = s.require_database_url()
         missing: list[str] = []
-        counts = await ensure_topics(s.kafka_bootstrap, s, missing_out=missing)
+        counts = await ensure_topics(s, missing_out=missing)
         try:
             self._pool = pool = await pg.create_pool(
                 dsn, min_size=1, max_size=self.options.pool_max_size,
@@ -191,9 +191,8 @@ class Worker:
                 f"cannot reach Redis: {exc}", context={"operation": "worker start"}
             ) from exc
         on_wrong_type(self._redis, lambda _key: self.metrics.errors.labels("redis_wrongtype").inc())
-        self._producer = create_producer(s.kafka_bootstrap, client_id=f"segment-worker-{self.owner}")
-        with kafka_errors("start producer", bootstrap=s.kafka_bootstrap):
-            await self._producer.start()
+        self._producer = create_producer(s, client_id=f"segment-worker-{self.owner}")
+        await start_client(self._producer, s, "start producer")
         self._listener = OutboxListener(dsn, application_name=f"sw-listen {self.owner}")
         await self._listener.connect()
         self._outbox = OutboxSender(
@@ -225,7 +224,7 @@ class Worker:
         )
         o = self.options
         self._consumer = create_consumer(
-            s.kafka_bootstrap,
+            s,
             group_id=s.consumer_group,
             client_id=f"segment-worker-{self.owner}",
             session_timeout_ms=o.session_timeout_ms,
@@ -234,8 +233,7 @@ class Worker:
             max_poll_records=o.max_records,
             fetch_max_wait_ms=o.fetch_max_wait_ms,
         )
-        with kafka_errors("start consumer", bootstrap=s.kafka_bootstrap):
-            await self._consumer.start()
+        await start_client(self._consumer, s, "start consumer")
         self._ownership = Ownership(
             settings=s,
             metrics=self.metrics,
@@ -600,7 +598,7 @@ class Worker:
         while not self._stopping.is_set():
             await asyncio.sleep(self.options.topics_check_seconds)
             missing: list[str] = []
-            await ensure_topics(s.kafka_bootstrap, s, missing_out=missing)
+            await ensure_topics(s, missing_out=missing)
             if not missing:
                 continue
             log.warning("Kafka topics %s were missing (did the broker lose its data?); recreated them",

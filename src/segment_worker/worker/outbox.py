@@ -21,7 +21,7 @@ import asyncpg
 
 from .. import tracing
 from ..events import render_segment_deleted, segment_deleted_key
-from ..membership_events import TransitionRenderer
+from ..membership_events import RECORD_HEADERS, TransitionRenderer
 from ..partitioning import partition_for
 from ..stores import TransitionRow, pg_outbox
 from ..stores.pgtimeouts import DEFAULT_TIMEOUTS
@@ -176,15 +176,15 @@ class OutboxSender:
             builder = builders.get(p)
             if builder is None:
                 builder = builders[p] = producer.create_batch()
-            if builder.append(key=key, value=value, timestamp=None) is not None:
+            if builder.append(key=key, value=value, timestamp=None, headers=RECORD_HEADERS) is not None:
                 continue
             if builder.record_count():  # full: queue it, start the next one
                 await ship(builder, p)
                 builder = builders[p] = producer.create_batch()
-                if builder.append(key=key, value=value, timestamp=None) is not None:
+                if builder.append(key=key, value=value, timestamp=None, headers=RECORD_HEADERS) is not None:
                     continue
             futures.append(
-                await producer.send(topic, value=value, key=key, partition=p)
+                await producer.send(topic, value=value, key=key, partition=p, headers=RECORD_HEADERS)
             )  # larger than a batch
         for p, builder in builders.items():
             if builder.record_count():

@@ -133,7 +133,7 @@ class Ownership:
                 " recreated); continuing from the log start", stored, s.topic_events, p,
             )
         tps = self.tps(parts)
-        await seek_stored(self.consumer, s.kafka_bootstrap, tps, offsets)
+        await seek_stored(self.consumer, s, tps, offsets)
         self.records.drop(parts)
         self.state.positioned(parts)
         self.consumer.resume(*tps)

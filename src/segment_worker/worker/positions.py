@@ -18,18 +18,19 @@ from typing import Any
 from aiokafka import TopicPartition
 from aiokafka.errors import OffsetOutOfRangeError
 
+from ..config import Settings
 from ..kafka import create_consumer
 
 log = logging.getLogger(__name__)
 
 
 async def log_reaches(
-    bootstrap: str, positions: Mapping[TopicPartition, int], *, wait_s: float = 3.0
+    settings: Settings, positions: Mapping[TopicPartition, int], *, wait_s: float = 3.0
 ) -> set[TopicPartition]:
     """The partitions whose log holds offset ``position - 1`` (so ``position`` is inside the log or
     at its end), found by fetching from there with a group-less consumer."""
     probe = create_consumer(
-        bootstrap, group_id=None, auto_offset_reset="none", client_id="segment-worker-probe"
+        settings, group_id=None, auto_offset_reset="none", client_id="segment-worker-probe"
     )
     await probe.start()
     try:
@@ -60,13 +61,13 @@ async def log_reaches(
 
 
 async def seek_stored(
-    consumer: Any, bootstrap: str, tps: Sequence[TopicPartition], offsets: Mapping[int, int]
+    consumer: Any, settings: Settings, tps: Sequence[TopicPartition], offsets: Mapping[int, int]
 ) -> None:
     """Seek each partition to its stored next offset; to the log start when none is stored or the
     stored one lies past the log end (a broker that lost its data: logged as a warning)."""
     ends = await consumer.end_offsets(list(tps))
     beyond = {tp: offsets[tp.partition] for tp in tps if offsets.get(tp.partition, 0) > ends[tp]}
-    inside = await log_reaches(bootstrap, beyond) if beyond else set()
+    inside = await log_reaches(settings, beyond) if beyond else set()
     for tp in tps:
         stored = offsets.get(tp.partition)
         if tp in beyond and tp not in inside:
