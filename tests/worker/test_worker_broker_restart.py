@@ -71,7 +71,7 @@ async def test_records_produced_after_a_broker_restart_are_all_applied(
             loop = asyncio.get_running_loop()
             while True:  # the running worker recreates the topics
                 try:
-                    await topic_partition_count(broker.bootstrap, s.topic_events)
+                    await topic_partition_count(s, s.topic_events)
                     break
                 except NotFound:
                     assert loop.time() - restarted < 30, "topics never recreated"
