@@ -22,6 +22,7 @@ import asyncpg
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from .. import faultpoints
 from ..state import CustomerKey, CustomerRecord
 from . import Batch, TransitionRow
 from . import postgres as pg
@@ -136,12 +137,15 @@ async def partition_unit(
             with contextlib.suppress(Exception):  # a broken connection cannot roll back: it is gone
                 await tx.rollback()
             raise
+        faultpoints.reach("before_pg_commit")
         await tx.commit()
+        faultpoints.reach("after_pg_commit")
         # Commit order: PostgreSQL (committed above), then Redis (here, still under the partition
         # locks so the ops of a partition reach Redis in commit order), then Kafka (the owning
         # worker sends the outbox; fetch_unsent holds a partition back while it has pending ops),
         # then consumer offsets to Kafka (best effort: PostgreSQL holds the positions).
         unit.applied_ops = await apply_pending_ops(conn, redis, parts)
+        faultpoints.reach("after_redis")
 
 
 async def replay_redis_ops(pool: asyncpg.Pool, redis: Redis, partitions: Sequence[int]) -> int:

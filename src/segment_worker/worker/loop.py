@@ -38,6 +38,7 @@ from aiokafka.errors import KafkaError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from .. import faultpoints
 from ..config import Settings
 from ..errors import FencedError as SwFencedError
 from ..errors import StoreUnavailable
@@ -386,6 +387,7 @@ class Worker(PartitionOwnership):
         self._commit_task = asyncio.create_task(self._do_commit(offsets))
 
     async def _do_commit(self, offsets: dict[int, int]) -> None:
+        faultpoints.reach("before_offsets_commit")
         try:
             assigned = self._consumer.assignment()
             valid = {tp: offsets[tp.partition] for tp in self._tps(offsets) if tp in assigned}
