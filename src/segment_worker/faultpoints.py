@@ -16,7 +16,10 @@ Read once, at import, from the environment:
 
 Points (each one line at its call site):
 
-- ``before_pg_commit``: a unit's writes are done, its transaction is still open (``stores/unit.py``);
+- ``batch_written``: a worker batch wrote its states, transitions and offsets, its transaction
+  still open (``worker/batch.py``): "inside a batch";
+- ``before_pg_commit``: any unit's writes are done (a batch, a claim, a tick), its transaction is
+  still open (``stores/unit.py``);
 - ``after_pg_commit``: the unit committed, Redis not yet written (``stores/unit.py``);
 - ``after_redis``: Redis written, the outbox not yet sent (``stores/unit.py``);
 - ``after_kafka_send``: output events delivered to Kafka, not yet marked sent (``worker/outbox.py``);
@@ -31,7 +34,14 @@ import signal
 CRASH_ENV = "SEGMENT_WORKER_FAULT_CRASH_AT"
 STOP_ENV = "SEGMENT_WORKER_FAULT_STOP_AT"
 POINTS = frozenset(
-    ("before_pg_commit", "after_pg_commit", "after_redis", "after_kafka_send", "before_offsets_commit")
+    (
+        "batch_written",
+        "before_pg_commit",
+        "after_pg_commit",
+        "after_redis",
+        "after_kafka_send",
+        "before_offsets_commit",
+    )
 )
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 from redis.asyncio import Redis
 
+from .. import faultpoints
 from ..engine import process
 from ..events import AnyInputEvent, EventError, parse_event
 from ..partitioning import partition_for
@@ -182,6 +183,7 @@ class BatchProcessor:
             await pg.write_transitions(u.conn, result.transitions)
             await pg.write_optout(u.conn, optouts)
             await pg.save_offsets(u.conn, self._group, self._topic, s.next_offsets)
+            faultpoints.reach("batch_written")  # test-only (the fault suite): no-op unless armed
             # Records not applied here are delivered before the offsets past them commit, so a
             # crash re-publishes them instead of losing them.
             if s.dead:
