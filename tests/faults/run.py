@@ -62,12 +62,13 @@ class FaultRun:
     async def wait_out(self, limit_s: float) -> None:
         """Stored positions reach the log ends and nothing is left to send (or fail naming the
         stall, with the workers' logs)."""
+        last_log = max(p.log for p in self.produced)
         try:
             await wait_caught_up(
                 self.conn,
                 self.settings.consumer_group,
                 self.settings.topic_events,
-                ends([r for r in self.produced if r.log == max(p.log for p in self.produced)]),
+                ends([r for r in self.produced if r.log == last_log]),
                 limit_s=limit_s,
                 workspace_id=self.ws.id,
             )

@@ -81,8 +81,8 @@ async def test_soak_steady_rate_memory_and_connections_flat(
             )
         stop.set()
         await sampler
-        got = await run.finish(limit_s=300)
         log.warning("soak: %d events at %.0f/s; samples after warm-up %s", total, RATE, samples)
+        got = await run.finish(limit_s=300)
         assert got.events > 0 and len(samples["pg"]) >= 6
         problems = [
             _flat("worker 0 RSS (MB)", samples["rss0"], 0.20),
