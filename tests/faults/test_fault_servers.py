@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
 from faults.checks import pg_members, wait_redis_equal
+from faults.feed import ends
 from faults.oracle import Oracle
 from faults.run import FaultRun, positions, scaled, sleep_until, wait_owning
 from faults.servers import OwnServers
 from helpers.scenario import encode, mixed_events
 from segment_worker.config import Settings
-from segment_worker.kafka import topic_partition_count
+from segment_worker.kafka import ensure_topics, topic_partition_count
 from segment_worker.stores.keys import segment_key
 
 log = logging.getLogger("faults")
@@ -131,12 +133,15 @@ async def test_redis_wrong_type_key(own_servers: OwnServers, workspace_id: str, 
     await _redis_heals(own_servers, workspace_id, tmp_path, "wrong-type", fault)
 
 
+@pytest.mark.parametrize("workers", ["running", "frozen_meanwhile"])
 async def test_broker_restart_is_a_log_that_went_back(
-    own_servers: OwnServers, workspace_id: str, tmp_path: Path
+    workers: str, own_servers: OwnServers, workspace_id: str, tmp_path: Path
 ) -> None:
     """The broker restarts empty while the workers run: topics are recreated by the running
-    workers, and every record produced after the restart is applied — also when the new log
-    grows past the positions stored before (the records before them must not be skipped)."""
+    workers, and every record produced after the restart is applied. ``frozen_meanwhile``: the
+    workers are SIGSTOPped across the restart and the new log grows past the positions they
+    stored before (the topics recreated by an operator); thawed, they must not seek to those
+    positions and skip the records before them."""
     run = await FaultRun.open(await own_servers.settings("broker"), workspace_id, tmp_path)
     try:
         events = mixed_events(run.ws.id, 300, scaled(6_000, 1_200), seed=54)
@@ -144,8 +149,20 @@ async def test_broker_restart_is_a_log_that_went_back(
         await _two_workers(run)
         await run.produce([encode(e) for e in before])
         await run.wait_out(90)
+        frozen = workers == "frozen_meanwhile"
+        if frozen:
+            for w in run.cluster.slots.values():
+                w.signal(signal.SIGSTOP)
         await asyncio.to_thread(own_servers.restart_broker)
         s = run.settings
+        if frozen:
+            await ensure_topics(s.kafka_bootstrap, s)
+            await run.produce([encode(e) for e in after], log_no=1)
+            assert all(
+                e > 2 * len(before) // s.input_partitions for e in ends(run.produced[len(before) :]).values()
+            )
+            for w in run.cluster.slots.values():
+                w.signal(signal.SIGCONT)
 
         async def topic_back() -> bool:
             # Only looks (admin metadata): a producer's metadata request could auto-create it.
@@ -158,7 +175,8 @@ async def test_broker_restart_is_a_log_that_went_back(
             await sleep_until(topic_back, 60, "the workers recreated the input topic", every_s=1)
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n{run.cluster.logs_tail(15)}") from None
-        await run.produce([encode(e) for e in after], log_no=1)
+        if not frozen:
+            await run.produce([encode(e) for e in after], log_no=1)
 
         # First the input: every record after the restart applied (PostgreSQL == the oracle);
         # then everything, the output topic included (its events from before the restart are gone).
