@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC
 from functools import lru_cache
 
+from . import limits
 from .events import (
     AnyInputEvent,
     CustomerAttributesSet,
@@ -100,7 +101,11 @@ def declared_value_problem(name: str, value: object, fd: FieldDef) -> str | None
     elif t is FieldType.DATE:
         ok = try_date(value) is not None
     elif t is FieldType.DATETIME:
-        ok = try_datetime(value) is not None
+        dt = try_datetime(value)
+        ok = dt is not None
+        if dt is not None and (problem := limits.instant_problem(dt)) is not None:
+            # A limit (CONTRACT §10), known only now: the attribute's type is the workspace's.
+            return f"data.attributes.{name}: {problem} ({value!r})"
     elif t is FieldType.MULTI_SELECT:
         ok = isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
     else:

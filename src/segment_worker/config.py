@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -24,6 +25,8 @@ class Settings(BaseSettings):
     api_tokens: str | None = None
     input_partitions: int = Field(default=12, ge=1)
     audience_ttl_seconds: int = Field(default=86400, ge=1)
+    # The Redis URL names a node of a Redis Cluster: "auto" asks it (stores.redis_client).
+    redis_cluster: Literal["auto", "true", "false"] = "auto"
     # Not in the contract: a worker's memory knob (record_cache.RecordCache's byte budget).
     record_cache_mb: int = Field(default=256, ge=1)
     # Not in the contract: consumers per ``segment-worker run`` process (``lanes``).

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
+from . import limits
 from .errors import BadInput
 from .phones import normalise_phone
 
@@ -149,11 +150,15 @@ def _parse_rows(reader: Reader, default_region: str | None) -> ParsedCsv:
         except ValueError as exc:
             invalid.append(InvalidRow(start, raw, str(exc)))
             continue
+        name = record[name_at].strip() if name_at is not None and name_at < len(record) else ""
+        name = name.replace("\x00", "")  # NUL cannot be stored (PostgreSQL text)
+        problem = limits.text_problem(name, limits.NAME_MAX_CHARS)
+        if problem is not None:  # the limit of every name (CONTRACT §10 "Limits")
+            invalid.append(InvalidRow(start, raw, f"name {problem}"))
+            continue
         if phone in seen:
             duplicates += 1
             continue
-        name = record[name_at].strip() if name_at is not None and name_at < len(record) else ""
-        name = name.replace("\x00", "")  # NUL cannot be stored (PostgreSQL text)
         seen[phone] = CsvRow(start, phone, name or None)
     if records == 0:
         raise CsvFileError(CsvProblem.EMPTY, "the file has a header but no rows to import")

@@ -137,8 +137,12 @@ def _sweep_abandoned_temporary_dirs() -> None:
     the parent-death signal ended their servers, but nobody removed the data."""
     for path in Path(tempfile.gettempdir()).glob(f"{_TEMP_PREFIX}*"):
         pids_file = path / "pids.json"
-        # No pids.json yet: a stack still starting (or one never started) — leave it alone.
-        if pids_file.exists() and not recorded_processes(pids_file):
+        # No pids.json yet: a stack still starting (or one never started) — leave it alone. A live
+        # owner (the process that made the directory) keeps it too: its servers may all be down for
+        # a moment, e.g. while a test restarts them (another test session once deleted a running
+        # stack's PostgreSQL data that way).
+        if pids_file.exists() and not recorded_processes(pids_file) \
+                and not recorded_processes(path / "owner.json"):
             shutil.rmtree(path, ignore_errors=True)
 
 
@@ -263,6 +267,7 @@ class EmbeddedStack:
             else:
                 _sweep_abandoned_temporary_dirs()
                 self._root = Path(tempfile.mkdtemp(prefix=_TEMP_PREFIX))
+                write_pids(self._root / "owner.json", {"owner": os.getpid()})
             (self._root / "logs").mkdir(exist_ok=True)
             self._reap_stale()
         return self._root

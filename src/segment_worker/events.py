@@ -24,6 +24,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
+from . import limits
 from .errors import BadInput
 from .membership_events import SOURCE as SOURCE
 from .membership_events import CloudEvent as CloudEvent
@@ -38,7 +39,7 @@ from .text import id_problem, workspace_id_problem
 from .timeutil import DATETIME_RE, parse_rfc3339
 
 MAX_EVENT_BYTES = 1_048_576  # 1 MB, binary (CONTRACT §10)
-MAX_SAFE_NUMBER = 2**53
+MAX_SAFE_NUMBER = limits.MAX_SAFE_NUMBER
 
 # ISO 3166-1 alpha-2 officially assigned codes, plus XK (Kosovo), which phone metadata and most
 # CRMs use although ISO reserves it as user-assigned.
@@ -54,17 +55,34 @@ ISO_COUNTRIES: frozenset[str] = frozenset(
 )
 
 
-class EventError(BadInput):
-    """A record that can never be processed; ``reason`` is the DLQ ``error`` header."""
+# Why a record went to the DLQ (the ``reason`` label of ``segment_worker_dlq_records``; a bounded
+# set agreed across the project): ``invalid_json`` (no value, not JSON), ``invalid_event`` (schema:
+# type, fields, ids, timestamps), ``limit`` (beyond limits.py), ``invalid_value`` (a value that does
+# not fit the workspace's declared attribute), ``oversized`` (over 1 MB), ``poison`` (parsed, but
+# failed alone in the worker: worker/batch.py).
+DLQ_REASONS: tuple[str, ...] = (
+    "invalid_json", "invalid_event", "limit", "invalid_value", "oversized", "poison"
+)
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason, retriable=False, context={"reason": reason})
+
+class EventError(BadInput):
+    """A record that can never be processed; ``reason`` is the DLQ ``error`` header, ``kind`` one
+    of ``DLQ_REASONS``."""
+
+    def __init__(self, reason: str, kind: str = "invalid_event") -> None:
+        super().__init__(reason, retriable=False, context={"reason": reason, "kind": kind})
         self.reason = reason
+        self.kind = kind
 
 
 def _bad(reason: str) -> PydanticCustomError:
     # The reason travels in the context: a template must not contain user text (braces).
     return PydanticCustomError("sw", "{reason}", {"reason": reason})
+
+
+def _over_limit(reason: str) -> PydanticCustomError:
+    """A value beyond a documented limit (``limits``): DLQ reason label ``limit``."""
+    return PydanticCustomError("sw_limit", "{reason}", {"reason": reason})
 
 
 def describe_value(value: object) -> str:
@@ -113,37 +131,72 @@ def _check_timestamp(value: object) -> datetime:
     if not isinstance(value, str):
         raise _bad(f"must be an RFC 3339 timestamp string, not {describe_value(value)}")
     try:
-        return parse_rfc3339(value)
+        dt = parse_rfc3339(value)
     except ValueError as exc:
         reason = str(exc)
         if reason.startswith(repr(value)):
             raise _bad(reason) from None
         raise _bad(f"{value!r} is not a valid RFC 3339 timestamp ({reason})") from None
+    # Looked up on the module at each call (tests switch the edge checks off to reach the worker's
+    # poison isolation with records that really fail later).
+    problem = limits.instant_problem(dt)
+    if problem is not None:
+        raise _over_limit(f"{problem} ({value!r})")
+    return dt
 
 
 def _check_tag(value: object) -> str:
     if isinstance(value, str) and value.strip():
-        return value.strip()
+        tag = value.strip()
+        problem = limits.text_problem(tag, limits.TAG_MAX_CHARS)
+        if problem is not None:
+            raise _over_limit(f"tag {problem}")
+        return tag
     raise _bad("must be a non-empty string")
 
 
-def _check_attr_value(value: object) -> object:
-    if value is None or isinstance(value, str | bool):
+def _limited_text(max_chars: int) -> AfterValidator:
+    def check(value: str | None) -> str | None:
+        if value is not None:
+            problem = limits.text_problem(value, max_chars)
+            if problem is not None:
+                raise _over_limit(problem)
         return value
+
+    return AfterValidator(check)
+
+
+def _text_schema(max_chars: int) -> WithJsonSchema:
+    return WithJsonSchema({"anyOf": [{"type": "string", "maxLength": max_chars}, {"type": "null"}]})
+
+
+def _attr_text(value: str, where: str) -> str:
+    problem = limits.text_problem(value, limits.ATTRIBUTE_TEXT_MAX_CHARS)
+    if problem is not None:
+        raise _over_limit(f"{where}{problem}")
+    return value
+
+
+def _check_attr_value(value: object) -> object:
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return _attr_text(value, "")
     if isinstance(value, int):
         if -MAX_SAFE_NUMBER <= value <= MAX_SAFE_NUMBER:
             return value
-        raise _bad(f"{value} is beyond ±2^53 (integers must be exact as IEEE-754 doubles)")
+        raise _over_limit(f"{value} is beyond ±2^53 (integers must be exact as IEEE-754 doubles)")
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise _bad("NaN and Infinity are not numbers here")
+            raise _over_limit("NaN and Infinity are not numbers here")
         if -MAX_SAFE_NUMBER <= value <= MAX_SAFE_NUMBER:
             return value
-        raise _bad(f"{value!r} is beyond ±2^53")
+        raise _over_limit(f"{value!r} is beyond ±2^53")
     if isinstance(value, list):
         for i, item in enumerate(value):
             if not isinstance(item, str):
                 raise _bad(f"arrays may hold only strings; item [{i}] is {describe_value(item)}")
+            _attr_text(item, f"item [{i}] ")
         return tuple(value)
     raise _bad(
         f"must be a string, a number, true/false, an array of strings or null, not {describe_value(value)}"
@@ -166,7 +219,13 @@ def _lower(value: str | None) -> str | None:
 
 
 _ID_SCHEMA = {"type": "string", "minLength": 1, "maxLength": 128, "pattern": r"^[^\s]+$"}
-_TS_SCHEMA = {"type": "string", "format": "date-time", "pattern": DATETIME_RE.pattern}
+_TS_SCHEMA = {
+    "type": "string",
+    "format": "date-time",
+    "pattern": DATETIME_RE.pattern,
+    "description": f"RFC 3339 with an offset; its UTC value must fall within years {limits.MIN_YEAR}–"
+    f"{limits.MAX_YEAR} (limit)",
+}
 
 Id = Annotated[str, AfterValidator(_check_id), WithJsonSchema(_ID_SCHEMA)]
 WorkspaceId = Annotated[
@@ -175,13 +234,18 @@ WorkspaceId = Annotated[
     WithJsonSchema({**_ID_SCHEMA, "pattern": r"^[^\s:{}/]+$"}),
 ]
 Timestamp = Annotated[datetime, PlainValidator(_check_timestamp), WithJsonSchema(_TS_SCHEMA)]
-Tag = Annotated[str, PlainValidator(_check_tag), WithJsonSchema({"type": "string", "minLength": 1})]
+Tag = Annotated[
+    str,
+    PlainValidator(_check_tag),
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": limits.TAG_MAX_CHARS}),
+]
+_ATTR_TEXT_SCHEMA = {"type": "string", "maxLength": limits.ATTRIBUTE_TEXT_MAX_CHARS}
 _ATTR_VALUE_SCHEMA = {
     "anyOf": [
-        {"type": "string"},
+        _ATTR_TEXT_SCHEMA,
         {"type": "number", "minimum": -MAX_SAFE_NUMBER, "maximum": MAX_SAFE_NUMBER},
         {"type": "boolean"},
-        {"type": "array", "items": {"type": "string"}},
+        {"type": "array", "items": _ATTR_TEXT_SCHEMA},
         {"type": "null"},
     ]
 }
@@ -209,6 +273,18 @@ Country = Annotated[
 Lower = Annotated[str | None, AfterValidator(_lower)]
 
 
+def _limited(field: str) -> tuple[AfterValidator, WithJsonSchema]:
+    n = limits.TEXT_FIELD_MAX_CHARS[field]
+    return _limited_text(n), _text_schema(n)
+
+
+Phone = Annotated[str | None, *_limited("phone")]
+Name = Annotated[str | None, *_limited("name")]
+Email = Annotated[str | None, *_limited("email")]
+Language = Annotated[Lower, *_limited("language")]
+Platform = Annotated[Lower, *_limited("platform")]
+
+
 # --- input models ------------------------------------------------------------------------------
 
 
@@ -219,12 +295,12 @@ class _Frozen(BaseModel):
 class UpsertedData(_Frozen):
     """Built-in fields to set; a key given as null clears the field, an absent key is untouched."""
 
-    phone: str | None = None
-    name: str | None = None
-    email: str | None = None
-    language: Lower = None
+    phone: Phone = None
+    name: Name = None
+    email: Email = None
+    language: Language = None
     country: Country = None
-    platform: Lower = None
+    platform: Platform = None
     created_at: Timestamp | None = None
 
     @property
@@ -328,9 +404,9 @@ _DATA_KEYS = {
 def parse_event(raw: bytes | None) -> AnyInputEvent:
     """Validate one record value; raise ``EventError`` whose reason names the field and the fault."""
     if raw is None:
-        raise EventError("the record has no value (null)")
+        raise EventError("the record has no value (null)", "invalid_json")
     if len(raw) > MAX_EVENT_BYTES:
-        raise EventError(f"value is {len(raw)} bytes; the limit is {MAX_EVENT_BYTES} (1 MB)")
+        raise EventError(f"value is {len(raw)} bytes; the limit is {MAX_EVENT_BYTES} (1 MB)", "oversized")
     # PostgreSQL text cannot hold U+0000: such a record would fail its batch on every retry.
     if b"\\u0000" in raw:
         nul_path = _nul_path(raw)
@@ -344,7 +420,9 @@ def parse_event(raw: bytes | None) -> AnyInputEvent:
         if len(errors) > 1:
             more = len(errors) - 1
             reason += f" (and {more} more problem{'s' if more > 1 else ''})"
-        raise EventError(reason) from None
+        first = errors[0]["type"]
+        kind = {"json_invalid": "invalid_json", "sw_limit": "limit"}.get(first, "invalid_event")
+        raise EventError(reason, kind) from None
 
 
 def _nul_path(raw: bytes) -> str | None:
@@ -405,7 +483,7 @@ def _reason(err: ErrorDetails) -> str:
 
 
 def _message(kind: str, err: ErrorDetails, value: object, event_type: str, loc: tuple[Any, ...]) -> str:
-    if kind == "sw":
+    if kind in ("sw", "sw_limit"):
         return str((err.get("ctx") or {})["reason"])
     if kind == "missing":
         return "is required"

@@ -26,6 +26,7 @@ _MS_TIME_SCHEMA = {
     "pattern": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z$",
 }
 MsTime = Annotated[str, WithJsonSchema(_MS_TIME_SCHEMA)]
+_TRACEPARENT_SCHEMA = {"type": "string", "pattern": r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"}
 
 
 def _no_default(schema: dict[str, Any]) -> None:
@@ -65,6 +66,14 @@ class CloudEvent(BaseModel):
     subject: str
     datacontenttype: Literal["application/json"]
     data: MembershipData
+    traceparent: Annotated[str | None, WithJsonSchema(_TRACEPARENT_SCHEMA)] = Field(
+        default=None, json_schema_extra=_no_default,
+        description="CloudEvents distributed-tracing extension: the W3C trace context of the input "
+                    "record that caused the transition (only when that record carried one)",
+    )
+    tracestate: Annotated[str | None, WithJsonSchema({"type": "string", "maxLength": 512})] = Field(
+        default=None, json_schema_extra=_no_default, description="W3C tracestate, with traceparent",
+    )
 
 
 class SegmentDeletedData(BaseModel):
@@ -126,26 +135,44 @@ def _transition_event(
     event_id: str, kind: str, time: str, workspace_id: str, segment_text: str, segment_name: str,
     customer_id: str, cause: dict[str, Any], seq: int,
 ) -> bytes:
-    """The structured-mode CloudEvent JSON of an enter/exit, its id and time already rendered."""
-    return orjson.dumps(
-        {
-            "specversion": "1.0",
-            "id": event_id,
-            "source": SOURCE,
-            "type": "segment." + kind,
-            "time": time,
-            "subject": customer_id,
-            "datacontenttype": "application/json",
-            "data": {
-                "workspace_id": workspace_id,
-                "segment_id": segment_text,
-                "segment_name": segment_name,
-                "customer_id": customer_id,
-                "cause": cause,
-                "seq": seq,
-            },
-        }
-    )
+    """The structured-mode CloudEvent JSON of an enter/exit, its id and time already rendered.
+
+    A cause that remembers its input record's W3C trace context (``traceparent``, ``tracestate``:
+    stored in ``transitions.cause``) gives it to the event as the CloudEvents distributed-tracing
+    extension's top-level attributes; ``data.cause`` keeps the contract's shape."""
+    traced = "traceparent" in cause
+    doc: dict[str, Any] = {
+        "specversion": "1.0",
+        "id": event_id,
+        "source": SOURCE,
+        "type": "segment." + kind,
+        "time": time,
+        "subject": customer_id,
+        "datacontenttype": "application/json",
+        "data": {
+            "workspace_id": workspace_id,
+            "segment_id": segment_text,
+            "segment_name": segment_name,
+            "customer_id": customer_id,
+            "cause": public_cause(cause) if traced else cause,
+            "seq": seq,
+        },
+    }
+    if traced:
+        doc["traceparent"] = cause["traceparent"]
+        if cause.get("tracestate"):
+            doc["tracestate"] = cause["tracestate"]
+    return orjson.dumps(doc)
+
+
+TRACE_KEYS = ("traceparent", "tracestate")
+
+
+def public_cause(cause: dict[str, Any]) -> dict[str, Any]:
+    """``cause`` without the trace context it may carry (the contract's ``cause`` shape)."""
+    if "traceparent" not in cause:
+        return cause
+    return {k: v for k, v in cause.items() if k not in TRACE_KEYS}
 
 
 def render_transition(t: Transition) -> bytes:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from importlib import resources
 
 import asyncpg
@@ -67,3 +68,33 @@ async def migrate_conn(conn: asyncpg.Connection) -> list[str]:
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
     return applied
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationStatus:
+    """``migrate --status``: what the database has applied (name, when) and what is pending."""
+
+    applied: tuple[tuple[str, datetime], ...]
+    pending: tuple[str, ...]
+    unknown: tuple[str, ...]  # applied by a newer release than this one (a rollback's tell-tale)
+
+
+async def status(dsn: str) -> MigrationStatus:
+    """Compare the database's ``schema_migrations`` with the migrations shipped; changes nothing."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+        rows = (
+            await conn.fetch("SELECT version, name, applied_at FROM schema_migrations ORDER BY version")
+            if exists
+            else []
+        )
+    finally:
+        await conn.close()
+    done = {r["version"] for r in rows}
+    shipped = {m.version for m in available()}
+    return MigrationStatus(
+        applied=tuple((r["name"], r["applied_at"]) for r in rows if r["version"] in shipped),
+        pending=tuple(m.name for m in available() if m.version not in done),
+        unknown=tuple(r["name"] for r in rows if r["version"] not in shipped),
+    )

@@ -1,4 +1,5 @@
-"""Write the JSON Schemas of the Kafka contract into ``schemas/`` from the pydantic models.
+"""Write the JSON Schemas of the Kafka contract into ``schemas/`` from the pydantic models, and
+the schema of a rule (``rule.json``, ``rules.schema``).
 
 ``python -m segment_worker.schemas_gen [--out DIR]`` (re)writes them; ``--check`` writes nothing
 and exits 1 naming every stale, missing or unexpected file. Output is stable: sorted keys,
@@ -18,6 +19,7 @@ from pydantic import TypeAdapter
 
 from .events import EVENT_TYPES, INPUT_ADAPTER, INPUT_MODELS
 from .membership_events import CloudEvent, SegmentDeletedEvent
+from .rules.schema import rule_json_schema
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 
@@ -61,6 +63,12 @@ def render_schemas() -> dict[str, str]:
         TypeAdapter(CloudEvent | SegmentDeletedEvent).json_schema(),
         "segment-membership-events",
         "Any output event of topic segment-membership-events.",
+    )
+    files["rule.json"] = _document(
+        rule_json_schema(),
+        "rule",
+        "A dynamic segment's rule (CONTRACT §4), as the HTTP API takes it: the shape; fields, types, "
+        "operands and limits are checked per workspace.",
     )
     return files
 

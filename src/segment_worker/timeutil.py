@@ -50,6 +50,31 @@ def try_date(value: object) -> date | None:
     return d
 
 
+# Python's first and last instants. Arithmetic near them clamps here instead of raising
+# OverflowError (issue 13: a far-future value stopped every tick of its worker).
+FIRST_INSTANT = datetime.min.replace(tzinfo=UTC)
+LAST_INSTANT = datetime.max.replace(tzinfo=UTC)
+
+
+def shift(dt: datetime, delta: timedelta) -> datetime:
+    """``dt + delta``, clamped to ``[FIRST_INSTANT, LAST_INSTANT]`` (in UTC) instead of overflowing.
+
+    Exact whenever the true result is representable; beyond, every value a datetime can hold lies
+    on the same side of the clamped bound as of the true one, so a comparison against it agrees."""
+    try:
+        return dt + delta
+    except OverflowError:
+        return LAST_INSTANT if delta > timedelta(0) else FIRST_INSTANT
+
+
+def shift_date(d: date, delta: timedelta) -> date:
+    """``d + delta`` clamped to ``[date.min, date.max]`` instead of overflowing (as ``shift``)."""
+    try:
+        return d + delta
+    except OverflowError:
+        return date.max if delta > timedelta(0) else date.min
+
+
 def to_micros(dt: datetime) -> int:
     """Microseconds since the Unix epoch of an aware datetime (exact, no float rounding)."""
     delta = dt - _EPOCH

@@ -10,6 +10,7 @@ import orjson
 
 from helpers.kafka_io import read_topic
 from helpers.service import opt_out, seed, tags, upsert
+from segment_worker import limits
 from segment_worker.api import create_app
 from segment_worker.config import Settings
 from segment_worker.events import parse_event, transition_id
@@ -169,7 +170,9 @@ async def test_patch_customer_publishes_input_events(
     app = create_app(settings, context=kctx)
     token = await create_token(ctx.pool, ws)
     await seed(kctx, ws, {"c1": [upsert(name="One")]})
-    await put_attributes(kctx, ws, [AttributeSpec("tier", "select", ("gold", "silver"))])
+    await put_attributes(
+        kctx, ws, [AttributeSpec("tier", "select", ("gold", "silver")), AttributeSpec("renews", "datetime")]
+    )
     try:
         async with (
             app.router.lifespan_context(app),
@@ -179,6 +182,16 @@ async def test_patch_customer_publishes_input_events(
                 headers={"Authorization": f"Bearer {token}"},
             ) as api,
         ):
+            # The limits of events (CONTRACT §10 "Limits"): 422, and nothing is published.
+            for refused, words in [
+                ({"tags_add": ["t" * (limits.TAG_MAX_CHARS + 1)]}, "at most 200 characters"),
+                ({"attributes": {"note": "n" * (limits.ATTRIBUTE_TEXT_MAX_CHARS + 1)}}, "the limit is 2048"),
+                ({"attributes": {"renews": "9999-12-31T23:59:59-23:59"}}, "instant outside years 1–9999"),
+                ({"attributes": {"score": 2**53 + 1}}, "beyond ±2^53"),
+            ]:
+                r = await api.patch("/customers/c1", json=refused)
+                assert words in r.text, r.text
+                _error(r, 422)
             body = {
                 "attributes": {"tier": "gold", "note": None},
                 "tags_add": ["VIP"],

@@ -119,17 +119,22 @@ def test_a_temporary_start_sweeps_directories_of_dead_stacks_only() -> None:
     abandoned = Path(tempfile.mkdtemp(prefix="segment-worker-"))
     in_use = Path(tempfile.mkdtemp(prefix="segment-worker-"))
     starting = Path(tempfile.mkdtemp(prefix="segment-worker-"))  # no pids.json yet
+    # Its servers are all down for a moment (a test restarting them), its owner alive.
+    restarting = Path(tempfile.mkdtemp(prefix="segment-worker-"))
     try:
         (abandoned / "pids.json").write_text(json.dumps({"redis": [dead.pid, time.time() - 5]}))
+        (abandoned / "owner.json").write_text(json.dumps({"owner": [dead.pid, time.time() - 5]}))
         created = psutil.Process(live.pid).create_time()
         (in_use / "pids.json").write_text(json.dumps({"redis": [live.pid, created]}))
+        (restarting / "pids.json").write_text(json.dumps({"redis": [dead.pid, time.time() - 5]}))
+        (restarting / "owner.json").write_text(json.dumps({"owner": [live.pid, created]}))
         with EmbeddedStack(kafka=False, postgres=False):
             assert not abandoned.exists()
-            assert in_use.exists() and starting.exists()
+            assert in_use.exists() and starting.exists() and restarting.exists()
     finally:
         live.kill()
         live.wait()
-        for path in (abandoned, in_use, starting):
+        for path in (abandoned, in_use, starting, restarting):
             shutil.rmtree(path, ignore_errors=True)
 
 

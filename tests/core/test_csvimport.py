@@ -9,6 +9,7 @@ import phonenumbers
 import pytest
 
 from helpers.csvfiles import file_of_size
+from segment_worker import limits
 from segment_worker.csvimport import (
     MAX_BYTES,
     SAMPLE_CSV,
@@ -188,3 +189,12 @@ def test_fast_validity_agrees_with_phonenumbers() -> None:
         number = phonenumbers.parse(known, None)
         assert is_valid(number) == phonenumbers.is_valid_number(number), known
     assert checked > 200  # enough valid numbers among the random ones to mean something
+
+
+def test_a_name_over_the_limit_makes_its_row_invalid_with_a_reason() -> None:
+    at_limit, over = "n" * limits.NAME_MAX_CHARS, "é" * (limits.NAME_MAX_CHARS + 1)
+    parsed = parse_csv(f"phone,name\n+96891234567,{over}\n+96891234567,{at_limit}\n".encode())
+    assert [(r.line, r.name) for r in parsed.rows] == [(3, at_limit)]  # the same phone, a valid name
+    assert [(i.line, i.value, i.reason) for i in parsed.invalid] == [
+        (2, "+96891234567", "name is 161 characters long; the limit is 160")
+    ]

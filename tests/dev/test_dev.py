@@ -84,6 +84,7 @@ def test_dev_serves_the_demo_and_stops_everything_on_sigint(tmp_path: Path) -> N
         api_url = out.wait_for(r"^  API +(http://\S+)$", proc, _STARTUP_SECONDS).group(1)
         out.wait_for(r"^Try it:$", proc, 5)
         curls = out.wait_for(r"^  curl .*/segments'?$", proc, 5)  # the create example, printed last
+        console_url = out.wait_for(r"^  Console +(http://\S+/console) +\(paste the API", proc, 1).group(1)
         token = out.wait_for(r"^  API token +(swt_\S+)", proc, 1).group(1)
         addresses = {name: out.wait_for(rf"^  {name} +(\S+)", proc, 1).group(1)
                      for name in ("Kafka", "PostgreSQL", "Redis")}
@@ -101,6 +102,9 @@ def test_dev_serves_the_demo_and_stops_everything_on_sigint(tmp_path: Path) -> N
         assert all(port_answers(p) for p in ports)
 
         assert httpx.get(f"{api_url}/readyz", timeout=10).status_code == 200
+        # The web console loads with no token (it asks for the printed one).
+        page = httpx.get(console_url, timeout=10, follow_redirects=True)
+        assert page.status_code == 200 and "js/app.js" in page.text
         listed = httpx.get(f"{api_url}/v1/workspaces/{demo.DEMO_WORKSPACE}/segments",
                            headers={"Authorization": f"Bearer {token}"}, timeout=10)
         assert listed.status_code == 200, listed.text

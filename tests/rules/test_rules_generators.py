@@ -144,6 +144,41 @@ ODD_ZONES = ("z", "-00:00", "+05:99", "+23:60", "+24:00", "+15:59", "+16:00")
 ODD_TIMES = ("24:00:00", "23:60:00", "23:59:60", "9:00:00")
 OFFSETS = (0, 60, -300, 330, 345, -570, 840, -720, 1439, -1439)
 DAYS = (0, 1, 2, 7, 30, 365, 36500)
+# The ends of the representable range (issue 13: time arithmetic never overflows): values a day,
+# a week, a month from year 1 and year 9999, and the very first and last microseconds.
+_FIRST, _LAST = datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)
+RANGE_END_INSTANTS = (
+    _FIRST,
+    _FIRST + timedelta(microseconds=1),
+    _FIRST + timedelta(hours=23),
+    _FIRST + timedelta(days=1),
+    _FIRST + timedelta(days=7),
+    datetime(1, 1, 31, 23, 59, 59, tzinfo=UTC),
+    datetime(1, 2, 1, tzinfo=UTC),
+    datetime(9999, 1, 1, tzinfo=UTC),
+    datetime(9999, 12, 1, tzinfo=UTC),
+    datetime(9999, 12, 27, tzinfo=UTC),  # a Monday: the last full week
+    datetime(9999, 12, 28, tzinfo=UTC),
+    datetime(9999, 12, 31, tzinfo=UTC),
+    datetime(9999, 12, 31, 12, tzinfo=UTC),
+    _LAST - timedelta(hours=1),
+    _LAST - timedelta(microseconds=1),
+    _LAST,
+)
+RANGE_END_DATES = ("0001-01-01", "0001-01-02", "0001-01-31", "9999-12-01", "9999-12-27", "9999-12-31")
+# Datetime attribute texts at the ends, in offsets that put the local day (or the UTC one) outside.
+RANGE_END_STAMPS = (
+    "0001-01-01T00:00:00Z",
+    "0001-01-01T00:00:00+01:00",
+    "0001-01-01T23:00:00+23:59",
+    "0001-01-01T00:00:00-05:00",
+    "9999-12-31T23:59:59Z",
+    "9999-12-31T23:59:59.999999Z",
+    "9999-12-31T23:59:59-23:59",
+    "9999-12-31T20:00:00-05:00",
+    "9999-12-31T05:00:00+05:30",
+    "9999-12-28T00:00:00Z",
+)
 ATTRIBUTE_FIELDS = tuple(fd for fd in CATALOG.fields.values() if fd.is_attribute)
 
 
@@ -348,7 +383,9 @@ class CustomerMaker:
         if self.hints.instants and self.chance(0.5):
             nudge = r.choice((0, 0, 0, 1, -1, 1_000_000, -1_000_000))
             return r.choice(self.hints.instants) + timedelta(microseconds=nudge)
-        kind = r.randrange(5)
+        kind = r.randrange(6)
+        if kind == 5:
+            return r.choice(RANGE_END_INSTANTS)
         if kind == 0:
             return datetime(1900, 1, 1, tzinfo=UTC) + timedelta(seconds=r.uniform(0, 200 * 365.25 * 86400))
         if kind == 1:
@@ -360,6 +397,8 @@ class CustomerMaker:
     def rfc3339(self) -> str:
         """An instant written with a random offset and spelling (some spellings invalid)."""
         r = self.rng
+        if self.chance(0.05):
+            return r.choice(RANGE_END_STAMPS)
         minutes = r.choice(OFFSETS) if self.chance(0.5) else r.randint(-1439, 1439)
         instant = self.instant()
         try:
@@ -391,6 +430,8 @@ class CustomerMaker:
             return f"{d.year:04d}-{d.month:02d}-{d.day:02d}"
         if kind == 1:
             return r.choice(BAD_DATES)
+        if kind == 2 and self.chance(0.3):
+            return r.choice(RANGE_END_DATES)
         return r.choice(self.pools.dates).isoformat()
 
     def number(self) -> object:

@@ -339,3 +339,17 @@ def test_canonical_json_round_trips_and_keeps_operands_as_written() -> None:
 def test_rule_error_message_lists_every_problem() -> None:
     err = RuleError([RuleProblem("$.a", "x"), RuleProblem("$.b", "y")])
     assert str(err) == "invalid rule: $.a: x; $.b: y"
+
+
+@pytest.mark.parametrize(
+    ("field", "op", "limit"),
+    [("tags", "has", 200), ("name", "contains", 160), ("attributes.t", "eq", 2048), ("email", "eq", 320)],
+)
+def test_an_operand_longer_than_any_stored_value_is_refused(field: str, op: str, limit: int) -> None:
+    """Folding makes one character at most three, so 3 × the limit is the longest folded value."""
+    longest = "ß" * (3 * limit // 2)  # folds to "ss" each: exactly 3 × limit characters folded
+    parse_rule({"field": field, "op": op, "value": longest}, CATALOG)  # could still match
+    with pytest.raises(RuleError) as info:
+        parse_rule({"field": field, "op": op, "value": longest + "x"}, CATALOG)
+    ((path, message),) = [(p.path, p.message) for p in info.value.problems]
+    assert path == "$.value" and "so it could never match" in message

@@ -109,11 +109,11 @@ def test_reconcile_names_what_is_missing_or_wrong(monkeypatch: pytest.MonkeyPatc
     for name in ("DATABASE_URL", "REDIS_URL"):
         monkeypatch.delenv(f"SEGMENT_WORKER_{name}", raising=False)
     unset = CliRunner().invoke(main, ["reconcile", "--check"])
-    assert unset.exit_code == 1
+    assert unset.exit_code == 2  # a failure, not drift (1)
     assert "SEGMENT_WORKER_DATABASE_URL and SEGMENT_WORKER_REDIS_URL must be set" in unset.output
 
     monkeypatch.setenv("SEGMENT_WORKER_DATABASE_URL", "postgresql://x@127.0.0.1:1/x")
     monkeypatch.setenv("SEGMENT_WORKER_REDIS_URL", "redis://127.0.0.1:1/0")
     bad = CliRunner().invoke(main, ["reconcile", "--workspace", "a:b"])
-    assert bad.exit_code == 1
+    assert bad.exit_code == 2
     assert "must not contain ':'" in bad.output

@@ -10,14 +10,13 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
+from helpers.store_backends import Batch, MemoryStore, PgRedisStore, SegmentStore
 from helpers.stores import T0, full_state, new_partitions, new_ws, state, transition
-from segment_worker.stores import Batch, OptOutChange, SegmentStore
+from segment_worker.stores import OptOutChange
 from segment_worker.stores import postgres as pg
 from segment_worker.stores.errors import FencedError, MembershipConflictError
 from segment_worker.stores.keys import glob_escape, optout_key, segment_key
-from segment_worker.stores.memory import MemoryStore
 from segment_worker.stores.redis import scan_keys
-from segment_worker.stores.unit import PgRedisStore
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from helpers.harness import WorkerHarness
 from helpers.kafka_io import produce, read_topic
 from helpers.scenario import T0, create_workspace, encode, event, wait_caught_up
 from segment_worker.config import Settings
+from segment_worker.events import DLQ_REASONS
 from segment_worker.kafka import producer
 from segment_worker.partitioning import partition_for
 from segment_worker.stores import postgres as pg
@@ -101,7 +102,15 @@ async def test_poison_records_go_to_the_dlq_and_good_ones_are_all_applied(
             for rec in await read_topic(kafka_bootstrap, s.topic_events):
                 ends[rec.partition] = rec.offset + 1
             await wait_caught_up(conn, s.consumer_group, s.topic_events, ends, workspace_id=ws)
-            assert h.metric("segment_worker_dlq_records_total") == len(bad)
+            by_reason = {r: h.metric("segment_worker_dlq_records_total", {"reason": r}) for r in DLQ_REASONS}
+            assert by_reason == {
+                "invalid_json": 2,  # k1 not JSON, k8 no value
+                "invalid_event": 3,  # unknown type, tags not an array, month 13
+                "limit": 0,
+                "invalid_value": 2,  # score not a number, tier not an option
+                "oversized": 1,
+                "poison": 0,
+            }
         dlq = await read_topic(kafka_bootstrap, s.topic_dlq)
         members = {m.decode() for m in await redis.smembers(segment_key(ws, w.segments["VIP"]))}
         transitions = await conn.fetchval("SELECT count(*) FROM transitions WHERE workspace_id = $1", ws)

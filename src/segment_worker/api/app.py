@@ -1,7 +1,8 @@
 """The FastAPI application: ``create_app(settings)`` (CONTRACT §8).
 
 Routes live under ``/v1/workspaces/{ws}`` and need a bearer token; ``/healthz``, ``/readyz``,
-``/metrics``, ``/docs`` and ``/openapi.json`` do not. The app opens its PostgreSQL pool, Redis
+``/metrics``, ``/docs``, ``/openapi.json`` and the web console's files (``/console``) do not.
+The app opens its PostgreSQL pool, Redis
 client and (lazily) Kafka producer in its lifespan, unless given a ``ServiceContext``.
 """
 
@@ -9,17 +10,37 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from fastapi.routing import APIRoute
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    PLATFORM_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    Info,
+    ProcessCollector,
+    generate_latest,
+)
 
 from ..config import Settings
 from ..service.context import ServiceContext
 from ..service.tokens import static_tokens
-from . import errors, routes_customers, routes_members, routes_segments, routes_workspace
+from ..worker.metrics import build_labels
+from . import (
+    console_route,
+    docs,
+    errors,
+    observe,
+    routes_customers,
+    routes_members,
+    routes_segments,
+    routes_workspace,
+)
 from .models import ErrorResponse
 
 _DURATIONS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -36,11 +57,41 @@ _ERRORS = {
 }
 
 
+_UNAVAILABLE = {
+    503: {"model": ErrorResponse, "description": "A store (PostgreSQL, Redis or Kafka) is unavailable; retry"}
+}
+
+
+def operation_id(route: APIRoute) -> str:
+    """The OpenAPI ``operationId`` of a route: its name (the route function's, unless the route sets
+    ``name=``), so generated clients read ``create_segment(...)``. Names are unique (tested)."""
+    return route.name
+
+
 class ApiMetrics:
-    """Request counts and latencies, in the app's own registry (several apps can share a process)."""
+    """Request counts and latencies, the transitions the API's calls made, build and process
+    metrics, in the app's own registry (several apps can share a process)."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        # process_* (CPU, memory, file descriptors; Linux) and python_info: what the default
+        # registry of the worker serves too.
+        ProcessCollector(registry=self.registry)
+        self.registry.register(PLATFORM_COLLECTOR)
+        self.build_info = Info("segment_worker_build", "segment-worker's version and Python's",
+                               registry=self.registry)
+        self.build_info.info(build_labels())
+        self.transitions = Counter(
+            "segment_worker_api_transitions",
+            "Enter/exit/deleted transitions committed by the API's calls, by kind and cause",
+            ["kind", "cause"],
+            registry=self.registry,
+        )
+        # The bounded label values (service.recompute's causes), served before they first count.
+        for kind in ("entered", "exited"):
+            for cause in ("rules_changed", "manual", "import"):
+                self.transitions.labels(kind, cause)
+        self.transitions.labels("deleted", "manual")
         self.requests = Counter(
             "segment_worker_api_requests",
             "HTTP requests answered, by method, route and status",
@@ -55,6 +106,11 @@ class ApiMetrics:
             registry=self.registry,
         )
 
+    def count_transitions(self, tally: Mapping[tuple[str, str], int]) -> None:
+        """A committed unit's transitions ((kind, cause) → count; ``ServiceContext.transition_sinks``)."""
+        for (kind, cause), n in tally.items():
+            self.transitions.labels(kind, cause).inc(n)
+
 
 def create_app(settings: Settings, context: ServiceContext | None = None) -> FastAPI:
     """The API app for ``settings``; ``context`` (tests, ``dev``) reuses open connections."""
@@ -64,9 +120,11 @@ def create_app(settings: Settings, context: ServiceContext | None = None) -> Fas
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ctx = context if context is not None else await ServiceContext.open(settings)
         app.state.ctx = ctx
+        ctx.transition_sinks.append(metrics.count_transitions)
         try:
             yield
         finally:
+            ctx.transition_sinks.remove(metrics.count_transitions)
             if context is None:
                 await ctx.close()
 
@@ -76,6 +134,9 @@ def create_app(settings: Settings, context: ServiceContext | None = None) -> Fas
         summary="Real-time customer segments: rules, static lists, CSV import, audiences",
         lifespan=lifespan,
         responses=_ERRORS,  # type: ignore[arg-type]
+        generate_unique_id_function=operation_id,
+        docs_url=None,  # served by docs.install from packaged assets, not a CDN
+        redoc_url=None,
     )
     app.state.static_tokens = tokens
     metrics = ApiMetrics()
@@ -92,7 +153,9 @@ def create_app(settings: Settings, context: ServiceContext | None = None) -> Fas
         return response
 
     for module in (routes_workspace, routes_segments, routes_members, routes_customers):
-        app.include_router(module.router)
+        # Every workspace route reads PostgreSQL (and most Redis or Kafka): any can answer 503.
+        app.include_router(module.router, responses=_UNAVAILABLE)  # type: ignore[arg-type]
+    console_route.mount_console(app)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:
@@ -120,9 +183,11 @@ def create_app(settings: Settings, context: ServiceContext | None = None) -> Fas
             return errors.error_response(503, "unavailable", f"not ready: {', '.join(failed)}", checks)
         return JSONResponse({"status": "ready", "checks": checks})
 
-    @app.get("/metrics", tags=["operations"], response_class=Response)
+    @app.get("/metrics", tags=["operations"], response_class=Response, name="metrics")
     async def metrics_endpoint() -> Response:
         """Prometheus text format."""
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    docs.install(app)
+    observe.install(app)
     return app

@@ -5,6 +5,7 @@ input. Our typed errors map by class; FastAPI's validation errors become 422 wit
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from ..csvimport import CsvFileError, CsvProblem
 from ..errors import BadInput, Conflict, NotFound, SegmentWorkerError, ValidationFailed
@@ -32,6 +34,18 @@ _HTTP_CODES = {
     422: "validation_failed",
     503: "unavailable",
 }
+
+
+_METHODS = ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT")
+# Every ``error.code`` an answer can carry (published as the enum of ``ErrorBody.code``): the codes
+# of our typed errors that reach the API, the per-status codes above and the handlers' own.
+# tests/api/test_api_openapi.py holds it equal to what the classes and handlers can produce.
+ERROR_CODES: tuple[str, ...] = (
+    "bad_input", "bad_request", "config_error", "conflict", "error", "fenced", "forbidden", "internal",
+    "invalid_csv", "lock_timeout", "malformed_json", "membership_conflict", "method_not_allowed",
+    "not_found", "record_too_large", "redis_unavailable", "store_error", "store_unavailable",
+    "too_large", "unauthorized", "unavailable", "unsupported_media_type", "validation_failed",
+)
 
 
 class Unauthorized(SegmentWorkerError):
@@ -103,7 +117,46 @@ async def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     code = _HTTP_CODES.get(exc.status_code, "error")
     message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
-    return error_response(exc.status_code, code, message, headers=dict(exc.headers or {}))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = allowed_methods(request)
+    return error_response(exc.status_code, code, message, headers=headers)
+
+
+def allowed_methods(request: Request) -> str:
+    """The methods of the request's path (RFC 9110 §15.5.6), as the OpenAPI document lists them.
+
+    Starlette answers a 405 from the first route whose path matches, listing only that route's
+    methods, while a path here has one route per method (GET, PATCH and DELETE /segments/{id}).
+    Where a literal path overlaps a template (``/segments/defaults`` and ``/segments/{segment_id}``,
+    ``/customers/search`` and ``/customers/{customer_id}``) the literal one is the resource: the
+    matching paths with the fewest parameters decide. Paths outside the document (``/docs``, …)
+    list the methods of every route that serves them."""
+    path = request.scope["path"]
+    matching: list[tuple[int, list[str]]] = []
+    for template, pattern, methods in _documented_paths(request.app):
+        if pattern.fullmatch(path):
+            matching.append((template.count("{"), methods))
+    if matching:
+        fewest = min(params for params, _ in matching)
+        return ", ".join(sorted({m for params, ms in matching if params == fewest for m in ms}))
+    base = {"type": "http", "path": path, "root_path": request.scope.get("root_path", ""), "headers": []}
+    routes = request.app.router.routes
+    allowed = [m for m in _METHODS if any(r.matches({**base, "method": m})[0] is Match.FULL for r in routes)]
+    return ", ".join(allowed)
+
+
+def _documented_paths(app: Any) -> list[tuple[str, re.Pattern[str], list[str]]]:
+    """(template, its pattern, its methods) of every path of the app's OpenAPI document (cached)."""
+    cached: list[tuple[str, re.Pattern[str], list[str]]] | None = getattr(app.state, "documented_paths", None)
+    if cached is None:
+        cached = []
+        for template, item in app.openapi()["paths"].items():
+            parts = re.split(r"(\{[^}]+\})", template)
+            pattern = re.compile("".join("[^/]+" if p.startswith("{") else re.escape(p) for p in parts))
+            cached.append((template, pattern, sorted(m.upper() for m in item if m.upper() in _METHODS)))
+        app.state.documented_paths = cached
+    return cached
 
 
 async def _bad_text(request: Request, exc: Exception) -> JSONResponse:

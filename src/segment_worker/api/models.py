@@ -10,9 +10,11 @@ from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
+from .. import limits
 from ..timeutil import format_ms
+from .errors import ERROR_CODES
 
 Timestamp = Annotated[
     datetime,
@@ -21,15 +23,28 @@ Timestamp = Annotated[
 ]
 AttributeType = Literal["text", "number", "boolean", "date", "datetime", "select", "multi_select"]
 SegmentType = Literal["static", "dynamic"]
+# Validated by rules.validate (422 naming the JSON path), not by pydantic; documented by the rule
+# schema (schemas/rule.json): api.docs replaces these markers in the OpenAPI document by references
+# to its definitions (pydantic cannot emit a reference to a definition it does not own).
+RULE_MARK = "x-segment-worker-rule"
 Rules = Annotated[
     Any,
+    WithJsonSchema({RULE_MARK: "required"}),
+    Field(
+        description="A condition {field, op, value?} or a group {all: [...]}, {any: [...]}, {not: rule}",
+        json_schema_extra={"example": {"all": [{"field": "tags", "op": "has", "value": "VIP"}]}},
+    ),
+]
+OptionalRules = Annotated[
+    Any,
+    WithJsonSchema({RULE_MARK: "nullable"}),
     Field(
         description="A condition {field, op, value?} or a group {all: [...]}, {any: [...]}, {not: rule}",
         json_schema_extra={"example": {"all": [{"field": "tags", "op": "has", "value": "VIP"}]}},
     ),
 ]
 CustomerId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^\S+$")]
-Tag = Annotated[str, Field(min_length=1, max_length=256)]
+Tag = Annotated[str, Field(min_length=1, max_length=limits.TAG_MAX_CHARS)]
 
 T = TypeVar("T")
 
@@ -47,7 +62,8 @@ class Page(BaseModel, Generic[T]):
 
 
 class ErrorBody(BaseModel):
-    code: str
+    code: str = Field(json_schema_extra={"enum": list(ERROR_CODES)},
+                      description="A stable, machine-readable name of the error")
     message: str
     details: Any = None
 
@@ -64,6 +80,9 @@ class ErrorResponse(BaseModel):
 class WorkspaceUpdate(Request):
     """Fields not sent keep their current value."""
 
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"timezone": "Asia/Muscat", "default_region": "OM"},
+    ]})
     timezone: str | None = Field(default=None, description="IANA timezone, e.g. Asia/Muscat")
     default_region: str | None = Field(
         default=None, description="ISO 3166-1 alpha-2 region national phone numbers are read in (null: none)"
@@ -77,15 +96,32 @@ class WorkspaceOut(BaseModel):
 
 
 class AttributeIn(Request):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"type": "select", "options": ["gold", "silver"]},
+    ]})
     type: AttributeType
-    options: list[str] | None = Field(default=None, description="select / multi_select only; null = open")
+    # An option longer than an attribute text (limits) could never be a value.
+    options: list[Annotated[str, Field(max_length=limits.ATTRIBUTE_TEXT_MAX_CHARS)]] | None = Field(
+        default=None, description="select / multi_select only; null = open"
+    )
 
 
 class NamedAttributeIn(AttributeIn):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"name": "tier", "type": "text"},
+    ]})
     name: str
 
 
 class AttributesIn(Request):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {
+            "items": [
+                {"name": "tier", "type": "select", "options": ["gold", "silver"]},
+                {"name": "score", "type": "number"},
+            ],
+        },
+    ]})
     items: list[NamedAttributeIn] = Field(min_length=1, max_length=500)
 
 
@@ -105,22 +141,40 @@ class AttributesOut(BaseModel):
 
 
 class SegmentCreate(Request):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {
+            "name": "VIP Arabic Speakers",
+            "description": "VIP customers who write in Arabic",
+            "type": "dynamic",
+            "rules": {"all": [
+                {"field": "tags", "op": "has", "value": "VIP"},
+                {"field": "language", "op": "eq", "value": "ar"},
+            ]},
+        },
+        {"name": "Newsletter Subscribers", "type": "static"},
+    ]})
     name: str
     description: str | None = None
     type: SegmentType
-    rules: Rules = None
+    rules: OptionalRules = None
 
 
 class SegmentPatch(Request):
     """Fields not sent are unchanged; ``type`` may only repeat the current type."""
 
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"name": "VIP customers", "rules": {"field": "tags", "op": "has", "value": "VIP"}},
+    ]})
     name: str | None = None
     description: str | None = None
-    rules: Rules = None
+    rules: OptionalRules = None
     type: SegmentType | None = None
 
 
 class DuplicateIn(Request):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"name": "VIP Arabic Speakers (copy)"},
+    ]})
     name: str
     description: str | None = None
 
@@ -131,7 +185,7 @@ class SegmentOut(BaseModel):
     name: str
     description: str | None
     type: SegmentType
-    rules: Any
+    rules: Annotated[Any, WithJsonSchema({RULE_MARK: "nullable"})]
     filter_summary: str = Field(description="The rules in words, or 'No filters'")
     created_at: Timestamp
     updated_at: Timestamp
@@ -144,6 +198,9 @@ class DefaultsOut(BaseModel):
 
 
 class MembersIn(Request):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"customer_ids": ["c42", "c43"]},
+    ]})
     customer_ids: list[CustomerId] = Field(min_length=1, max_length=10_000)
 
 
@@ -187,6 +244,9 @@ class MemberOut(CustomerSummaryOut):
 
 
 class PreviewIn(Request):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"rules": {"field": "attributes.tier", "op": "in", "value": ["gold", "platinum"]}},
+    ]})
     rules: Rules
 
 
@@ -206,6 +266,9 @@ class ExplainOut(BaseModel):
 
 
 class SearchIn(Request):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"rules": {"field": "tags", "op": "has", "value": "VIP"}, "limit": 50},
+    ]})
     rules: Rules
     limit: int = Field(default=50, ge=1, le=500)
     cursor: str | None = None
@@ -247,6 +310,9 @@ class HistoryItemOut(BaseModel):
 
 
 class CustomerPatch(Request):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"attributes": {"tier": "gold", "old": None}, "tags_add": ["VIP"], "marketing_opt_out": False},
+    ]})
     attributes: dict[str, Any] | None = Field(default=None, description="null unsets an attribute")
     tags_add: list[Tag] | None = None
     tags_remove: list[Tag] | None = None
@@ -261,6 +327,9 @@ class EventIdsOut(BaseModel):
 
 
 class AudienceIn(Request):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"segment_ids": ["0b6c9c1e-4a8f-4d5e-9a52-0f3c7b1d2e4f"], "exclude_opted_out": True},
+    ]})
     segment_ids: list[str] = Field(min_length=1, max_length=500)
     exclude_opted_out: bool = True
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from ..membership_events import public_cause
 from ..service import customers as svc
 from .auth import WORKSPACE_PREFIX, Context, Workspace
 from .models import (
@@ -22,7 +23,7 @@ from .routes_workspace import Cursor, Limit
 router = APIRouter(prefix=WORKSPACE_PREFIX, tags=["customers"])
 
 
-@router.post("/customers/search", response_model=Page[CustomerSummaryOut])
+@router.post("/customers/search", response_model=Page[CustomerSummaryOut], name="search_customers")
 async def search(ws: Workspace, ctx: Context, body: SearchIn) -> Page[CustomerSummaryOut]:
     """Customers matching rules now, by id, with the total: a preview before saving a segment."""
     page = await svc.search(ctx, ws, body.rules, limit=body.limit, cursor=body.cursor)
@@ -71,7 +72,7 @@ async def customer_history(
             segment_id=h.segment_id,
             segment_name=h.segment_name,
             seq=h.seq,
-            cause=h.cause,
+            cause=public_cause(h.cause),
             time=h.time,
         )
         for h in page.items

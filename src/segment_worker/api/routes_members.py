@@ -133,7 +133,8 @@ async def sample_csv(ws: Workspace, ctx: Context, segment_id: str) -> Response:
     )
 
 
-@router.get("/segments/{segment_id}/candidates", response_model=Page[CustomerSummaryOut])
+@router.get("/segments/{segment_id}/candidates", response_model=Page[CustomerSummaryOut],
+              name="list_candidates")
 async def candidates(
     ws: Workspace,
     ctx: Context,

@@ -80,7 +80,8 @@ async def list_segments(
     return Page(items=[segment_out(s) for s in page.items], next_cursor=page.next_cursor, total=page.total)
 
 
-@router.post("/segments/defaults", status_code=201, response_model=DefaultsOut)
+@router.post("/segments/defaults", status_code=201, response_model=DefaultsOut,
+              name="create_default_segments")
 async def create_defaults(ws: Workspace, ctx: Context) -> DefaultsOut:
     """Add the five default segments, skipping names that exist."""
     result = await svc.create_default_segments(ctx, ws)
@@ -141,7 +142,8 @@ async def preview_edit(ws: Workspace, ctx: Context, segment_id: str, body: Previ
     )
 
 
-@router.get("/segments/{segment_id}/explain/{customer_id}", response_model=ExplainOut)
+@router.get("/segments/{segment_id}/explain/{customer_id}", response_model=ExplainOut,
+              name="explain_membership")
 async def explain(ws: Workspace, ctx: Context, segment_id: str, customer_id: str) -> ExplainOut:
     """The segment's rule tree evaluated for one customer: each node's result, each value."""
     return ExplainOut.model_validate(await customers_svc.explain(ctx, ws, segment_id, customer_id))

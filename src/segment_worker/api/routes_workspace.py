@@ -96,7 +96,8 @@ async def put_attribute(
     return _attribute(saved)
 
 
-@router.post("/audiences", status_code=201, response_model=AudienceOut, tags=["audiences"])
+@router.post("/audiences", status_code=201, response_model=AudienceOut, tags=["audiences"],
+              name="create_audience")
 async def post_audience(ws: Workspace, ctx: Context, body: AudienceIn) -> AudienceOut:
     """Materialise the union of segments (minus opted-out customers) into a Redis set with a TTL."""
     a = await create_audience(ctx, ws, body.segment_ids, exclude_opted_out=body.exclude_opted_out)

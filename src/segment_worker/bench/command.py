@@ -1,4 +1,4 @@
-"""``segment-worker bench``: the click command (registered on the CLI group in ``cli.py``)."""
+"""``segment-worker bench``: the click command (registered on the CLI group in ``cli/main.py``)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from .results import SKIPPABLE
-from .workload import WorkloadSpec
+from .workload import MIXES, WorkloadSpec
 
 
 @click.command()
@@ -31,6 +31,9 @@ from .workload import WorkloadSpec
 @click.option("--tick-seconds", type=click.FloatRange(0.2), default=5.0, show_default=True,
               help="The workers' SEGMENT_WORKER_TICK_SECONDS.")
 @click.option("--seed", type=int, default=42, show_default=True, help="Seed of the workload generator.")
+@click.option("--workload", "mix", type=click.Choice(sorted(MIXES)), default="churn", show_default=True,
+              help="The event mix: churn (churn-heavy, ~2 transitions per event) or typical (mostly "
+                   "interactions and attribute updates, ~0.2 transitions per event).")
 @click.option("--no-faust", is_flag=True, help="Skip the faust-streaming baseline.")
 @click.option("--profile", is_flag=True,
               help="Also run one worker under pyinstrument and report where its time goes.")
@@ -43,8 +46,8 @@ from .workload import WorkloadSpec
 @click.option("--skip", "skip", multiple=True, type=click.Choice(sorted(SKIPPABLE)),
               help="Leave a phase out (repeatable), e.g. the 485 s full recompute at 1M customers.")
 def bench(customers: int, segments: int, events: int, rate: float, latency_seconds: float, scale_workers: int,
-          partitions: int, tick_seconds: float, seed: int, no_faust: bool, profile: bool, output: Path,
-          chart: Path, keep: bool, skip: tuple[str, ...]) -> None:
+          partitions: int, tick_seconds: float, seed: int, mix: str, no_faust: bool, profile: bool,
+          output: Path, chart: Path, keep: bool, skip: tuple[str, ...]) -> None:
     """Benchmark the worker against its baselines on the embedded stack (or on the servers named by
     SEGMENT_WORKER_KAFKA_BOOTSTRAP / _DATABASE_URL / _REDIS_URL, in databases of its own): end-to-end
     throughput with one and several workers, latency at a fixed rate, rule changes, time ticks,
@@ -63,7 +66,7 @@ def bench(customers: int, segments: int, events: int, rate: float, latency_secon
     if source in (None, click.core.ParameterSource.DEFAULT):
         logging.getLogger().setLevel(logging.WARNING)  # the table is the output
     options = BenchOptions(
-        spec=WorkloadSpec(customers=customers, segments=segments, events=events, seed=seed),
+        spec=WorkloadSpec(customers=customers, segments=segments, events=events, seed=seed, mix=mix),
         rate=rate, latency_seconds=latency_seconds, partitions=partitions, tick_seconds=tick_seconds,
         scale_workers=scale_workers, faust=not no_faust, profile=profile, output=output, chart=chart,
         profile_output=output.with_name("bench-profile.txt"), keep=keep, skip=frozenset(skip),

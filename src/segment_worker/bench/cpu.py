@@ -31,7 +31,7 @@ from ..stores import pg_customers
 from ..stores.postgres import _decode_jsonb, _encode_jsonb
 from ..worker.batch import sort_records
 from . import seed
-from .workload import WorkloadSpec, stream_events
+from .workload import MIXES, WorkloadSpec, stream_events
 
 WORKSPACE = "cpu-bench"
 PARTITIONS = 12
@@ -63,9 +63,11 @@ class Fixture:
     raw: list[KafkaRecord]
 
 
-def build(customers: int, events: int, segments: int = 200, seed_value: int = 42) -> Fixture:
+def build(
+    customers: int, events: int, segments: int = 200, seed_value: int = 42, mix: str = "churn"
+) -> Fixture:
     """Seed ``customers`` customers and ``events`` stream events of the bench workload (pure)."""
-    spec = WorkloadSpec(customers=customers, segments=segments, events=events, seed=seed_value)
+    spec = WorkloadSpec(customers=customers, segments=segments, events=events, seed=seed_value, mix=mix)
     document = seed.rules_document(spec)
     seed._compile(document)
     states, members = seed.build_chunk(spec, WORKSPACE, 0, customers, NOW, PARTITIONS)
@@ -177,9 +179,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--events", type=int, default=20_000)
     ap.add_argument("--batch", type=int, default=2_000)
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--workload", choices=sorted(MIXES), default="churn", help="the event mix")
     ap.add_argument("--profile", action="store_true", help="cProfile one pass, print the top functions")
     args = ap.parse_args(argv)
-    fx = build(args.customers, args.events)
+    fx = build(args.customers, args.events, mix=args.workload)
     srows, mrows = state_rows(fx), membership_rows(fx)
     n = len(fx.raw)
     if args.profile:

@@ -54,7 +54,8 @@ def results_table(r: Results) -> Table:
     t.add_column("detail", style="dim")
     if r.seed:
         s = r.seed
-        t.add_row("workload", f"{s['customers']:,} customers · {s['segments']} segments",
+        mix = r.options.get("mix", "churn")
+        t.add_row("workload", f"{s['customers']:,} customers · {s['segments']} segments · {mix} mix",
                   f"{s['memberships']:,} memberships seeded in {s['customers_seconds']:,.0f} s")
     for tp in r.throughput:
         cores = {k: v / tp.seconds for k, v in tp.cpu_seconds.items() if v > 0.05 * tp.seconds}

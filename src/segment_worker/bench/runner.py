@@ -23,14 +23,15 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from redis.asyncio import Redis
 
+from .. import budget
 from ..config import Settings
 from ..kafka import ensure_topics, producer
 from ..service.context import ServiceContext
 from ..stores import postgres as pg
 from ..stores.keys import glob_escape
 from ..stores.reconcile import rebuild_and_diff
+from ..stores.redis_client import connect_redis
 from . import baselines, phases
 from .kafkaio import EventFile, produce_all
 from .profile import summarize_profile
@@ -302,7 +303,8 @@ async def _baselines(servers: Servers, options: BenchOptions, results: Results, 
 async def _reconcile(dsn: str, redis_url: str, ws: str) -> None:
     """Make Redis match database B (the one-worker run changed the workspace's sets)."""
     pool = await pg.create_pool(dsn, min_size=1, max_size=2)
-    redis = Redis.from_url(redis_url)
+    redis = await connect_redis(Settings(redis_url=redis_url),
+                                max_connections=budget.RECONCILE.redis_per_node)
     try:
         await rebuild_and_diff(pool, redis, ws, repair=True)
     finally:
@@ -328,7 +330,7 @@ async def _profiled(options: BenchOptions, results: Results, ws: str, run_id: st
 
 
 async def _forget_redis(redis_url: str, ws: str) -> None:
-    redis = Redis.from_url(redis_url)
+    redis = await connect_redis(Settings(redis_url=redis_url), max_connections=1)
     try:
         batch: list[Any] = []
         async for key in redis.scan_iter(match=f"sw:{{{glob_escape(ws)}}}:*", count=1000):

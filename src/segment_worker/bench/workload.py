@@ -2,10 +2,13 @@
 
 One workspace of ``customers`` customers with the attributes below, ``segments`` dynamic segments
 (a few broad, many narrow, nested any/all/not, every field type, ``time_relative`` of them
-time-relative, one "swap window" the rule-change phase edits) and a stream of change events with
-the mix of the issue: ~50% attribute sets, 20% tag adds/removes, 20% interactions, 5% opt-out
-changes, 5% upserts (a tenth of them brand-new customers). Keys are skewed: ``hot_share`` of the
-events hit the hottest ``hot_fraction`` of the customers.
+time-relative, one "swap window" the rule-change phase edits) and a stream of change events in one
+of two mixes (``MIXES``): ``churn`` (the default, churn-heavy: ~50% attribute sets, 20% tag
+adds/removes, 20% interactions, 5% opt-out changes, 5% upserts, a tenth of them brand-new
+customers; ~2 transitions per event) and ``typical`` (what most CRM streams look like: mostly
+interactions of customers already active and updates of attributes few segments read; ~0.2
+transitions per event). Keys are skewed: ``hot_share`` of the events hit the hottest
+``hot_fraction`` of the customers.
 
 The same spec and seed give the same customers, segments and events, byte for byte, whatever the
 order in which they are asked for (every customer and every stream has its own random generator).
@@ -78,6 +81,7 @@ class WorkloadSpec:
     seed: int = 42
     hot_fraction: float = 0.01
     hot_share: float = 0.30
+    mix: str = "churn"  # a key of MIXES
 
     def __post_init__(self) -> None:
         if self.customers < 10:
@@ -86,6 +90,8 @@ class WorkloadSpec:
             raise ValueError("the workload needs at least 5 segments (one of each kind)")
         if self.events < 1:
             raise ValueError("the workload needs at least one event")
+        if self.mix not in MIXES:
+            raise ValueError(f"unknown workload mix {self.mix!r} (one of {', '.join(MIXES)})")
 
     @property
     def hot_customers(self) -> int:
@@ -120,8 +126,11 @@ def event(eid: str, etype: str, ws: str, cid: str, at: datetime, data: dict[str,
             "occurred_at": stamp(at), "data": data}
 
 
-def _attributes(rnd: random.Random, now: datetime, full: bool) -> dict[str, Any]:
-    """Attribute values; ``full`` gives every attribute (a new customer), else one to three."""
+def _attributes(
+    rnd: random.Random, now: datetime, full: bool, names: tuple[str, ...] | None = None
+) -> dict[str, Any]:
+    """Attribute values; ``full`` gives every attribute (a new customer), else one to three (of
+    ``names`` when given)."""
     makers: dict[str, Any] = {
         "tier": lambda: _weighted(rnd, TIERS),
         "plan": lambda: _weighted(rnd, PLANS),
@@ -133,6 +142,7 @@ def _attributes(rnd: random.Random, now: datetime, full: bool) -> dict[str, Any]
         "vip": lambda: rnd.random() < 0.15,
         "city": lambda: rnd.choice(CITIES),
         "company": lambda: f"{rnd.choice(_COMPANY_WORDS)} {rnd.choice(_COMPANY_KINDS)} {rnd.randrange(300)}",
+        **({"last_order": lambda: f"o-{rnd.randrange(10**9):09d}"} if names else {}),
         "renewal_at": lambda: (stamp(now + timedelta(days=rnd.uniform(-60, 120)))
                                if rnd.random() < 0.7 else None),
     }
@@ -142,8 +152,9 @@ def _attributes(rnd: random.Random, now: datetime, full: bool) -> dict[str, Any]
         out["birthdate"] = date(rnd.randint(1950, 2006), rnd.randint(1, 12), rnd.randint(1, 28)).isoformat()
         return out
     # The stream leaves ``bucket`` alone, so the rule-change phase moves a predictable share.
-    names = rnd.sample(sorted(makers), rnd.choice((1, 1, 2, 3)))
-    return {name: makers[name]() for name in names}
+    pool = sorted(names) if names is not None else sorted(makers)
+    chosen = rnd.sample(pool, min(len(pool), rnd.choice((1, 1, 2, 3))))
+    return {name: makers[name]() for name in chosen}
 
 
 def _profile(rnd: random.Random, i: int) -> dict[str, Any]:
@@ -183,14 +194,32 @@ def customer_events(spec: WorkloadSpec, workspace_id: str, i: int, now: datetime
     return out
 
 
-# The stream's mix (CONTRACT §2 types): cumulative thresholds of one uniform draw.
-MIX: tuple[tuple[str, float], ...] = (
-    ("customer.attributes_set", 0.50),
-    ("tags", 0.70),
-    ("customer.interaction", 0.90),
-    ("customer.opt_out_set", 0.95),
-    ("customer.upserted", 1.00),
-)
+@dataclass(frozen=True, slots=True)
+class Mix:
+    """A stream's mix: cumulative thresholds of one uniform draw per event (CONTRACT §2 types), and
+    how its attribute sets and interactions pick what they touch."""
+
+    attributes: float  # draw below: customer.attributes_set
+    tags: float  # below: tags added/removed
+    interaction: float  # below: customer.interaction
+    opt_out: float  # below: customer.opt_out_set; the rest: customer.upserted
+    # Attribute sets touch only these (None: any but ``bucket``, which the rule-change phase reads).
+    attribute_names: tuple[str, ...] | None = None
+    # Share of interactions by customers already active (the hot set): they rarely move anyone.
+    active_interactions: float = 0.0
+
+
+MIXES: dict[str, Mix] = {
+    "churn": Mix(attributes=0.50, tags=0.70, interaction=0.90, opt_out=0.95),
+    # Interactions dominate and come mostly from customers already talking (no flip); attribute
+    # sets update values that only a few narrow segments read.
+    # ``last_order`` is declared nowhere: rules cannot read it, but it is stored like any value.
+    # Measured with ``python -m segment_worker.bench.cpu --workload …`` (5,000 customers and
+    # events): churn 1.87 transitions per event, typical 0.23 (ltv and city instead of last_order
+    # gave 0.69: the "High value" and "Cities starting with S" segments flip on them).
+    "typical": Mix(attributes=0.25, tags=0.28, interaction=0.975, opt_out=0.98,
+                   attribute_names=("company", "last_order"), active_interactions=0.97),
+}
 
 
 def stream_events(
@@ -202,6 +231,7 @@ def stream_events(
     ``tag`` names the stream: it seeds the generator and prefixes event ids, so two streams with
     different tags never share an event id (a repeated id with the same version is a duplicate)."""
     rnd = random.Random(f"{spec.seed}:{tag}")
+    mix = MIXES[spec.mix]
     hot = spec.hot_customers
     total = spec.events if count is None else count
     created = 0
@@ -209,26 +239,29 @@ def stream_events(
         at = start + step * n
         eid = f"{tag}-{n}"
         roll = rnd.random()
-        if roll >= 0.95 and rnd.random() < 0.1:
+        if roll >= mix.opt_out and rnd.random() < 0.1:
             # A brand-new customer, unknown to the seed (its id names the stream).
             cid = f"n-{tag}-{created}"
             created += 1
             yield event(eid, "customer.upserted", workspace_id, cid, at,
                         _profile(rnd, spec.customers + created))
             continue
-        i = rnd.randrange(hot) if rnd.random() < spec.hot_share else rnd.randrange(spec.customers)
+        # No extra draw unless the mix asks for it: the churn stream stays the same, event for event.
+        active = mix.active_interactions > 0 and mix.interaction > roll >= mix.tags \
+            and rnd.random() < mix.active_interactions
+        i = rnd.randrange(hot) if active or rnd.random() < spec.hot_share else rnd.randrange(spec.customers)
         cid = customer_id(i)
-        if roll < 0.50:
+        if roll < mix.attributes:
             yield event(eid, "customer.attributes_set", workspace_id, cid, at,
-                        {"attributes": _attributes(rnd, start, full=False)})
-        elif roll < 0.70:
+                        {"attributes": _attributes(rnd, start, full=False, names=mix.attribute_names)})
+        elif roll < mix.tags:
             adding = rnd.random() < 0.6
             yield event(eid, "customer.tags_added" if adding else "customer.tags_removed", workspace_id,
                         cid, at, {"tags": _tags(rnd, rnd.choice((1, 1, 2)))})
-        elif roll < 0.90:
+        elif roll < mix.interaction:
             yield event(eid, "customer.interaction", workspace_id, cid, at,
                         {"direction": "incoming" if rnd.random() < 0.6 else "outgoing"})
-        elif roll < 0.95:
+        elif roll < mix.opt_out:
             yield event(eid, "customer.opt_out_set", workspace_id, cid, at,
                         {"marketing_opt_out": rnd.random() < 0.3})
         else:
@@ -250,7 +283,8 @@ def flip_events(workspace_id: str, *, boundaries: list[datetime], tag: str) -> l
 
 __all__ = [
     "ATTRIBUTES",
-    "MIX",
+    "MIXES",
+    "Mix",
     "WorkloadSpec",
     "customer_events",
     "customer_id",

@@ -10,27 +10,42 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, NoReturn, TypeVar
 
 import click
 import pydantic
 
+from .. import logs, tracing
 from ..config import Settings
-from ..errors import ConfigError, SegmentWorkerError, StoreUnavailable
+from ..errors import ConfigError, NotFound, SegmentWorkerError, StoreUnavailable
+from ..timeutil import format_ms
 
 T = TypeVar("T")
 
 
 class _Group(click.Group):
-    """Turns our errors into a clean message and exit status 1 (no traceback)."""
+    """Turns our errors into a clean message and exit status 1 (no traceback); with JSON logs the
+    message is one JSON log line (level ERROR, with the error's code and context)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except SegmentWorkerError as exc:
-            hint = " (temporary: retrying may help)" if exc.retriable else ""
-            raise click.ClickException(f"{exc.message}{hint}") from exc
+            fail(exc, 1)
+
+
+def fail(exc: SegmentWorkerError, exit_code: int) -> NoReturn:
+    """Report ``exc`` as one ``Error: …`` line on stderr (with JSON logs, one JSON log line at level
+    ERROR with the error's code and context) and exit with ``exit_code``."""
+    hint = " (temporary: retrying may help)" if exc.retriable else ""
+    if logs.log_format() == "json":
+        log = logging.getLogger("segment_worker.cli")
+        log.error("%s%s", exc.message, hint, extra={"error": exc.to_dict()})
+        raise click.exceptions.Exit(exit_code) from exc
+    # click prints "Error: <message>" and exits with the class's exit_code.
+    failure = type("CommandFailed", (click.ClickException,), {"exit_code": exit_code})
+    raise failure(f"{exc.message}{hint}") from exc
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -44,6 +59,15 @@ def load_settings(**overrides: Any) -> Settings:
         raise ConfigError(f"invalid configuration: {problems}") from exc
 
 
+def say(message: str, **fields: Any) -> None:
+    """One line of a command's report on stdout: as is, or with JSON logs one JSON object (logger
+    ``segment_worker.cli``, level INFO, ``fields`` added), so every line the process writes parses."""
+    if logs.log_format() == "json":
+        click.echo(logs.json_line("segment_worker.cli", message, **fields))
+    else:
+        click.echo(message)
+
+
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
     """Run a command's coroutine to completion (Ctrl-C cancels it cleanly)."""
     return asyncio.run(coro)
@@ -53,18 +77,23 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
 @click.version_option(package_name="segment-worker")
 @click.option("--log-level", default="INFO", show_default=True, envvar="SEGMENT_WORKER_LOG_LEVEL",
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
-def main(log_level: str) -> None:
+@click.option("--log-format", default="text", show_default=True, envvar="SEGMENT_WORKER_LOG_FORMAT",
+              type=click.Choice(logs.FORMATS, case_sensitive=False),
+              help="text, or json: one JSON object per line (every log line, uvicorn's included).")
+def main(log_level: str, log_format: str) -> None:
     """Real-time customer segments: Kafka events in, PostgreSQL + Redis + CloudEvents out."""
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure("json" if log_format.lower() == "json" else "text", log_level)
 
 
 @main.command()
 @click.option("--database-url", help="PostgreSQL DSN (default: $SEGMENT_WORKER_DATABASE_URL).")
-def migrate(database_url: str | None) -> None:
+@click.option("--status", "show_status", is_flag=True,
+              help="Apply nothing: list the applied migrations (with when) and the pending ones.")
+def migrate(database_url: str | None, show_status: bool) -> None:
     """Apply pending PostgreSQL migrations (Kafka topics are created by the worker)."""
     import asyncpg
 
-    from ..migrate import available
+    from ..migrate import available, status
     from ..migrate import migrate as apply_migrations
 
     settings = load_settings(database_url=database_url)
@@ -72,6 +101,18 @@ def migrate(database_url: str | None) -> None:
         raise ConfigError("SEGMENT_WORKER_DATABASE_URL is not set (a PostgreSQL DSN, e.g. "
                           "postgresql://user:password@host:5432/dbname)")
     try:
+        if show_status:
+            report = run_async(status(settings.database_url))
+            for name, at in report.applied:
+                say(f"applied {name} at {format_ms(at)}", migration=name, state="applied",
+                    applied_at=format_ms(at))
+            for name in report.pending:
+                say(f"pending {name}", migration=name, state="pending")
+            for name in report.unknown:
+                say(f"unknown {name} (applied by a newer release)", migration=name, state="unknown")
+            say(f"{len(report.applied)} applied, {len(report.pending)} pending", applied=len(report.applied),
+                pending=len(report.pending))
+            return
         applied = run_async(apply_migrations(settings.database_url))
     except (OSError, asyncpg.CannotConnectNowError) as exc:
         raise StoreUnavailable(f"cannot reach PostgreSQL: {exc}", context={"operation": "migrate"}) from exc
@@ -79,12 +120,12 @@ def migrate(database_url: str | None) -> None:
         raise SegmentWorkerError(f"migration failed: {exc}", retriable=False,
                                  context={"sqlstate": exc.sqlstate}) from exc
     for name in applied:
-        click.echo(f"applied {name}")
+        say(f"applied {name}", migration=name)
     latest = available()[-1].name if available() else "none"
     if applied:
-        click.echo(f"database migrated to {latest} ({len(applied)} applied)")
+        say(f"database migrated to {latest} ({len(applied)} applied)", latest=latest, applied=len(applied))
     else:
-        click.echo(f"database is up to date ({latest}); nothing applied")
+        say(f"database is up to date ({latest}); nothing applied", latest=latest, applied=0)
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "help_option_names": []})
@@ -125,6 +166,7 @@ def run(metrics_port: int | None, max_records: int, session_timeout_ms: int, lan
         settings = settings.model_copy(update={"lanes": lanes})
     options = WorkerOptions(max_records=max_records, session_timeout_ms=session_timeout_ms,
                             heartbeat_interval_ms=max(300, session_timeout_ms // 4))
+    tracing.setup_from_env()  # the otel extra, when OTEL_* variables ask for an exporter
     run_async(run_until_signalled(settings, options=options, metrics_port=metrics_port))
 
 
@@ -143,7 +185,9 @@ def api(host: str, port: int) -> None:
         raise ConfigError("SEGMENT_WORKER_DATABASE_URL and SEGMENT_WORKER_REDIS_URL must be set to serve "
                           "the API")
     level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=level, server_header=False)
+    tracing.setup_from_env()
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=level, server_header=False,
+                **logs.uvicorn_options(level))
 
 
 @main.group()
@@ -176,8 +220,65 @@ def tokens_create(workspace: str) -> None:
 
     token = run_async(create())
     scope = "every workspace" if workspace == "*" else f"workspace {workspace}"
-    click.echo(f"created an API token for {scope}; keep it now, it is stored only as a hash:")
-    click.echo(token)
+    say(f"created an API token for {scope}; keep it now, it is stored only as a hash:", workspace=workspace)
+    click.echo(token)  # alone on the last line (CONTRACT §9), also with JSON logs: scripts read it
+
+
+def _database_url() -> str:
+    settings = load_settings()
+    if not settings.database_url:
+        raise ConfigError("SEGMENT_WORKER_DATABASE_URL is not set (a PostgreSQL DSN)")
+    return settings.database_url
+
+
+async def _with_connection(operation: str, body: Callable[[Any], Awaitable[T]]) -> T:
+    import asyncpg
+
+    from ..stores import postgres as pg
+
+    try:
+        conn = await pg.connect(_database_url())
+    except OSError as exc:
+        raise StoreUnavailable(f"cannot reach PostgreSQL: {exc}", context={"operation": operation}) from exc
+    try:
+        return await body(conn)
+    except (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError) as exc:
+        raise ConfigError(f"the database schema is older than this release ({exc}): run segment-worker "
+                          "migrate", context={"operation": operation}) from exc
+    finally:
+        await conn.close()
+
+
+@tokens.command("list")
+@click.option("--workspace", metavar="WS", help="Only the tokens of WS (and those for every workspace).")
+def tokens_list(workspace: str | None) -> None:
+    """List stored tokens: id, workspace ('*' = all) and creation time — never a token or its hash."""
+    from ..service.tokens import list_tokens
+
+    found = run_async(_with_connection("tokens list", lambda conn: list_tokens(conn, workspace)))
+    if logs.log_format() == "json":
+        for t in found:
+            say(f"token {t.id}", id=t.id, workspace=t.workspace_id, created_at=format_ms(t.created_at))
+        return
+    width = max([len("WORKSPACE"), *(len(t.workspace_id) for t in found)])
+    click.echo(f"{'ID':>6}  {'WORKSPACE':<{width}}  CREATED")
+    for t in found:
+        click.echo(f"{t.id:>6}  {t.workspace_id:<{width}}  {format_ms(t.created_at)}")
+
+
+@tokens.command("revoke")
+@click.argument("token_id", type=click.IntRange(1), metavar="ID")
+def tokens_revoke(token_id: int) -> None:
+    """Delete the stored token ID (from `tokens list`): requests with it get 401 at once."""
+    from ..service.tokens import revoke_token
+
+    revoked = run_async(_with_connection("tokens revoke", lambda conn: revoke_token(conn, token_id)))
+    if revoked is None:
+        raise NotFound(f"no stored token has id {token_id} (see: segment-worker tokens list)",
+                       context={"id": token_id})
+    created = format_ms(revoked.created_at)
+    say(f"revoked token {revoked.id} (workspace {revoked.workspace_id}, created {created})",
+        id=revoked.id, workspace=revoked.workspace_id)
 
 
 from .ops import dev, reconcile  # noqa: E402  (commands of other modules, registered last)

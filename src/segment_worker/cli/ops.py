@@ -1,18 +1,23 @@
 """Operator commands: ``segment-worker dev`` (everything local, with a demo) and
 ``segment-worker reconcile`` (compare Redis with PostgreSQL, repair, report drift).
 
-Registered on the group at the bottom of ``cli.py``; this module imports ``cli`` (and anything
+Registered on the group at the bottom of ``cli/main.py``; this module imports ``cli.main`` (and anything
 heavy) only inside the commands, so ``python -m segment_worker.cli`` has no import cycle.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ..errors import ConfigError, SegmentWorkerError, StoreUnavailable
+
+if TYPE_CHECKING:
+    from ..stores.reconcile import DriftReport
 
 
 def _quiet_unless_asked() -> None:
@@ -39,11 +44,13 @@ def dev(data_dir: Path, no_demo: bool, api_port: int, customers: int, trickle_ra
     workspace with live events. Prints where everything is; Ctrl-C stops it all."""
     from rich.console import Console
 
+    from .. import tracing
     from ..dev import DevOptions, run_dev
     from .main import load_settings, run_async
 
     _quiet_unless_asked()
     settings = load_settings()
+    tracing.setup_from_env()
     options = DevOptions(
         data_dir=data_dir.resolve(), demo=not no_demo, api_port=api_port, customers=customers,
         trickle_rate=trickle_rate,
@@ -51,21 +58,69 @@ def dev(data_dir: Path, no_demo: bool, api_port: int, customers: int, trickle_ra
     run_async(run_dev(options, settings, out=Console(), err=Console(stderr=True, soft_wrap=True)))
 
 
+# Exit codes of `reconcile` (docs/OPERATIONS.md, README): drift and failure differ, so a cron job or
+# a probe can tell "Redis was wrong" from "could not look".
+EXIT_OK, EXIT_DRIFT, EXIT_FAILED = 0, 1, 2
+
+
 @click.command()
 @click.option("--check", is_flag=True, help="Only report: repair nothing, exit 1 when there is drift.")
 @click.option("--workspace", "workspace_id", metavar="WS", help="Only this workspace's keys.")
-def reconcile(check: bool, workspace_id: str | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the drift report as one JSON object.")
+def reconcile(check: bool, workspace_id: str | None, as_json: bool) -> None:
     """Compare every Redis segment set and opt-out set with PostgreSQL; repair and report the drift
-    per key (exit 0), or with --check report only (exit 1 on drift)."""
+    per key (exit 0), or with --check report only (exit 1 on drift). Exit 2: it could not run
+    (configuration, PostgreSQL or Redis unreachable)."""
+    from .main import fail, say
+
+    try:
+        report = _reconcile(check, workspace_id)
+    except SegmentWorkerError as exc:
+        fail(exc, EXIT_FAILED)
+    scope = f"workspace {workspace_id!r}" if workspace_id else "all workspaces"
+    if as_json:
+        click.echo(json.dumps(_report_json(report, workspace_id, check)))
+    elif not report.has_drift:
+        say(f"no drift: {report.keys_checked} Redis keys of {scope} match PostgreSQL",
+            keys_checked=report.keys_checked, drift=0)
+    else:
+        for line, d in zip(report.lines()[1:], report.drift, strict=True):
+            say(line.strip(), key=d.key, missing=d.missing, extra=d.extra)
+        verb = "repaired" if report.repaired else "found (nothing changed; run without --check to repair)"
+        say(f"drift {verb} in {len(report.drift)} of {report.keys_checked} Redis keys of {scope}",
+            keys_checked=report.keys_checked, drift=len(report.drift), repaired=report.repaired)
+    if check and report.has_drift:
+        raise click.exceptions.Exit(EXIT_DRIFT)
+
+
+def _report_json(report: DriftReport, workspace_id: str | None, check: bool) -> dict[str, Any]:
+    """``reconcile --json``: the drift report as one JSON object (counts and samples per key)."""
+    return {
+        "workspace": workspace_id,
+        "check": check,
+        "keys_checked": report.keys_checked,
+        "drift": len(report.drift),
+        "repaired": report.repaired,
+        "keys": [
+            {"key": d.key, "missing": d.missing, "extra": d.extra, "sample_missing": list(d.sample_missing),
+             "sample_extra": list(d.sample_extra)}
+            for d in report.drift
+        ],
+    }
+
+
+def _reconcile(check: bool, workspace_id: str | None) -> DriftReport:
+    """Run the comparison (and repair unless ``check``); our typed errors on failure."""
     import asyncpg
-    from redis.asyncio import Redis
     from redis.exceptions import RedisError
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from .. import budget
     from ..service.workspaces import check_workspace_id
     from ..stores import postgres as pg
-    from ..stores.reconcile import DriftReport, rebuild_and_diff
+    from ..stores.reconcile import rebuild_and_diff
+    from ..stores.redis_client import connect_redis
     from .main import load_settings, run_async
 
     settings = load_settings()
@@ -73,12 +128,16 @@ def reconcile(check: bool, workspace_id: str | None) -> None:
         raise ConfigError("SEGMENT_WORKER_DATABASE_URL and SEGMENT_WORKER_REDIS_URL must be set to reconcile")
     if workspace_id is not None:
         check_workspace_id(workspace_id)
-    database_url, redis_url = settings.database_url, settings.redis_url
+    database_url = settings.database_url
     err = Console(stderr=True)
 
     async def compare() -> DriftReport:
-        pool = await pg.create_pool(database_url, min_size=1, max_size=2)
-        redis = Redis.from_url(redis_url)
+        pool = await pg.create_pool(database_url, min_size=1, max_size=budget.RECONCILE.postgres)
+        try:
+            redis = await connect_redis(settings, max_connections=budget.RECONCILE.redis_per_node)
+        except BaseException:
+            await pool.close()
+            raise
         try:
             # A transient bar, on terminals only: what remains (and what a pipe gets) is the report.
             with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -95,20 +154,10 @@ def reconcile(check: bool, workspace_id: str | None) -> None:
             await pool.close()
 
     try:
-        report = run_async(compare())
+        return run_async(compare())
     except (OSError, asyncpg.CannotConnectNowError, RedisError) as exc:
         raise StoreUnavailable(f"cannot reach PostgreSQL or Redis: {exc}",
                                context={"operation": "reconcile"}) from exc
     except asyncpg.PostgresError as exc:
         raise SegmentWorkerError(f"reconcile failed: {exc}", retriable=False,
                                  context={"sqlstate": exc.sqlstate}) from exc
-    scope = f"workspace {workspace_id!r}" if workspace_id else "all workspaces"
-    if not report.has_drift:
-        click.echo(f"no drift: {report.keys_checked} Redis keys of {scope} match PostgreSQL")
-        return
-    for line in report.lines()[1:]:
-        click.echo(line.strip())
-    verb = "repaired" if report.repaired else "found (nothing changed; run without --check to repair)"
-    click.echo(f"drift {verb} in {len(report.drift)} of {report.keys_checked} Redis keys of {scope}")
-    if check:
-        raise click.exceptions.Exit(1)

@@ -25,6 +25,7 @@ from fastapi import FastAPI
 from ..childproc import parent_death_preexec, tail
 from ..config import Settings
 from ..errors import SegmentWorkerError
+from ..logs import log_format
 
 _POLL = 0.05
 
@@ -155,6 +156,7 @@ class WorkerProcess:
         env |= self._settings.as_env()
         if "SEGMENT_WORKER_LOG_LEVEL" in os.environ:
             env["SEGMENT_WORKER_LOG_LEVEL"] = os.environ["SEGMENT_WORKER_LOG_LEVEL"]
+        env["SEGMENT_WORKER_LOG_FORMAT"] = log_format()  # as `dev` itself logs (option or variable)
         out = await asyncio.to_thread(self.log.open, "ab")
         try:
             self._proc = await asyncio.create_subprocess_exec(

@@ -73,6 +73,7 @@ def summary_lines(
         "",
         f"  API          {e.api_url}",
         f"  API docs     {e.api_url}/docs",
+        f"  Console      {e.api_url}/console   (paste the API token; workspace {workspace!r})",
         f"  API token    {e.token}   ({token_scope})",
         f"  Kafka        {e.kafka_bootstrap}   (in: {e.input_topic}, out: {e.output_topic})",
         f"  PostgreSQL   {e.database_url}",

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+from ..timeutil import shift, shift_date
 from .model import TIME_RELATIVE_OPERATORS, Condition, FieldType, Rule, conditions
 from .predicate import local_month_day
 from .timectx import TimeContext, add_months, anniversary_days
@@ -104,11 +105,12 @@ def _ranges(pairs: Iterable[tuple[datetime, datetime]]) -> tuple[tuple[datetime,
 
 def _calendar_span(op: str, ctx: TimeContext) -> tuple[date, date]:
     today, monday, first = ctx.today, ctx.week_start, ctx.month_start
+    day, week = timedelta(days=1), timedelta(days=7)
     spans = {
-        "is_today": (today, today + timedelta(days=1)),
-        "is_yesterday": (today - timedelta(days=1), today),
-        "this_week": (monday, monday + timedelta(days=7)),
-        "last_week": (monday - timedelta(days=7), monday),
+        "is_today": (today, shift_date(today, day)),
+        "is_yesterday": (shift_date(today, -day), today),
+        "this_week": (monday, shift_date(monday, week)),
+        "last_week": (shift_date(monday, -week), monday),
         "this_month": (first, add_months(first, 1)),
         "last_month": (add_months(first, -1), first),
     }
@@ -165,10 +167,14 @@ def _date_ranges(
         assert isinstance(n, int)
         days = timedelta(days=n)
         one = timedelta(days=1)
+
+        def s(d: date, *deltas: timedelta) -> date:
+            return shift_date(d, sum(deltas, timedelta(0)))
+
         pairs = {
-            "in_last_days": [(d0 - days, d1 - days), (d0 + one, d1 + one)],
-            "older_than_days": [(d0 - days, d1 - days)],
-            "in_next_days": [(d0, d1), (d0 + days + one, d1 + days + one)],
+            "in_last_days": [(s(d0, -days), s(d1, -days)), (s(d0, one), s(d1, one))],
+            "older_than_days": [(s(d0, -days), s(d1, -days))],
+            "in_next_days": [(d0, d1), (s(d0, days, one), s(d1, days, one))],
         }[op]
     return _ranges((date_instant(lo), date_instant(hi)) for lo, hi in pairs)
 
@@ -184,9 +190,9 @@ def _datetime_ranges(
     days = timedelta(days=n)
     pairs = {
         # now - N <= v <= now: leaves at the lower edge, enters at the upper (inclusive) one
-        "in_last_days": [(t0 - days, t1 - days), (t0, t1 + _US)],
-        "older_than_days": [(t0 - days, t1 - days)],
-        "in_next_days": [(t0, t1), (t0 + days, t1 + days + _US)],
+        "in_last_days": [(shift(t0, -days), shift(t1, -days)), (t0, shift(t1, _US))],
+        "older_than_days": [(shift(t0, -days), shift(t1, -days))],
+        "in_next_days": [(t0, t1), (shift(t0, days), shift(t1, days + _US))],
     }[op]
     return _ranges(pairs)
 
@@ -231,7 +237,10 @@ def next_day_flip(cond: Condition, after: datetime, until: datetime, tz: ZoneInf
     ctx = TimeContext(after, tz)
     start = after
     for i in range(1, _MAX_DAYS_AHEAD + 1):
-        start = ctx.day_start(ctx.today + timedelta(days=i))
+        day = shift_date(ctx.today, timedelta(days=i))
+        if day == date.max:
+            return None  # no local day starts after the last one
+        start = ctx.day_start(day)
         if start > until:
             return None
         if not flip_windows(cond, after, start, tz).empty:

@@ -257,7 +257,15 @@ class _Generator:
                 self.params.add(table.cycle_start, "timestamptz"),
             )
         trans, offs, start = self.zone_refs[tz.key]
-        return f"sw_local_time({v}, {trans}, {offs}, {start})"
+        # asyncpg sends Python's first and last instants (0001-01-01T00:00:00Z, e.g. Go's zero time,
+        # and 9999-12-31T23:59:59.999999Z) as binary parameters (COPY, bounds) as -infinity /
+        # infinity, whose local day is NULL: read them as the finite instants Python compares
+        # (comparisons agree without this).
+        finite = (
+            f"CASE WHEN {v} = '-infinity' THEN timestamptz '0001-01-01 00:00:00+00'"
+            f" WHEN {v} = 'infinity' THEN timestamptz '9999-12-31 23:59:59.999999+00' ELSE {v} END"
+        )
+        return f"sw_local_time({finite}, {trans}, {offs}, {start})"
 
 
 def sql_expression(

@@ -25,17 +25,24 @@ from datetime import UTC, date, datetime, timedelta
 from functools import cached_property, lru_cache
 from zoneinfo import ZoneInfo
 
-from ..timeutil import local_day_start, zone
+from ..timeutil import local_day_start, shift, shift_date, zone
 from .model import Condition, FieldType
 
-# Evaluation instants outside these years would push ±36500-day windows out of Python's range.
+# Evaluation instants (the worker's clock) stay inside these years, so ±36500-day windows and
+# calendar spans around "now" are exact; arithmetic clamps to datetime's range anyway (shift).
 MIN_YEAR = 1000
 MAX_YEAR = 9000
+_DAY = timedelta(days=1)
+_WEEK = timedelta(days=7)
 
 
 def add_months(d: date, months: int) -> date:
-    """The first day of the month ``months`` after ``d``'s month."""
+    """The first day of the month ``months`` after ``d``'s month (clamped to date's range)."""
     index = d.year * 12 + (d.month - 1) + months
+    if index // 12 > date.max.year:
+        return date.max
+    if index // 12 < date.min.year:
+        return date.min
     return date(index // 12, index % 12 + 1, 1)
 
 
@@ -74,7 +81,7 @@ class TimeContext:
     @cached_property
     def week_start(self) -> date:
         """Monday of the local week of ``now``."""
-        return self.today - timedelta(days=self.today.weekday())
+        return shift_date(self.today, -timedelta(days=self.today.weekday()))
 
     @cached_property
     def month_start(self) -> date:
@@ -122,13 +129,13 @@ def _calendar_dates(op: str, ctx: TimeContext) -> tuple[date, date] | None:
     today, monday, first = ctx.today, ctx.week_start, ctx.month_start
     match op:
         case "is_today":
-            return today, today + timedelta(days=1)
+            return today, shift_date(today, _DAY)
         case "is_yesterday":
-            return today - timedelta(days=1), today
+            return shift_date(today, -_DAY), today
         case "this_week":
-            return monday, monday + timedelta(days=7)
+            return monday, shift_date(monday, _WEEK)
         case "last_week":
-            return monday - timedelta(days=7), monday
+            return shift_date(monday, -_WEEK), monday
         case "this_month":
             return first, add_months(first, 1)
         case "last_month":
@@ -151,13 +158,13 @@ def _bind_date(op: str, v: object, ctx: TimeContext) -> tuple[object, ...]:
             return v
         case "in_last_days":
             assert isinstance(v, int)
-            return today - timedelta(days=v), today
+            return shift_date(today, -timedelta(days=v)), today
         case "older_than_days":
             assert isinstance(v, int)
-            return (today - timedelta(days=v),)
+            return (shift_date(today, -timedelta(days=v)),)
         case "in_next_days":
             assert isinstance(v, int)
-            return today, today + timedelta(days=v)
+            return today, shift_date(today, timedelta(days=v))
         case "anniversary_today":
             return (ctx.anniversary_days,)
         case "anniversary_this_month":
@@ -205,13 +212,13 @@ def _bind_datetime(op: str, v: object, ctx: TimeContext) -> tuple[object, ...]:
             return _lower(lo, ctx), hi if isinstance(hi, datetime) else _upper_exclusive(hi, ctx)
         case "in_last_days":
             assert isinstance(v, int)
-            return now - timedelta(days=v), now
+            return shift(now, -timedelta(days=v)), now
         case "older_than_days":
             assert isinstance(v, int)
-            return (now - timedelta(days=v),)
+            return (shift(now, -timedelta(days=v)),)
         case "in_next_days":
             assert isinstance(v, int)
-            return now, now + timedelta(days=v)
+            return now, shift(now, timedelta(days=v))
         case "anniversary_today":
             return ctx.anniversary_days, ctx.tz
         case "anniversary_this_month":

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
+from .. import limits
 from ..errors import ValidationFailed
 from ..text import fold
 from ..timeutil import DATE_RE, parse_rfc3339
@@ -86,6 +87,18 @@ def child_path(path: str, key: str | int) -> str:
 
 def _q(s: str) -> str:
     return json.dumps(s, ensure_ascii=False)
+
+
+def operand_limit(fd: FieldDef) -> int | None:
+    """The longest folded text a stored value of ``fd`` can have (None: no text limit): 3 × the
+    field's limit (``limits``), since folding turns one character into at most three (measured
+    over every code point). A longer operand could never match, so rules refuse it (422)."""
+    if fd.key == "tags":
+        return 3 * limits.TAG_MAX_CHARS
+    if fd.is_attribute:
+        return 3 * limits.ATTRIBUTE_TEXT_MAX_CHARS
+    n = limits.TEXT_FIELD_MAX_CHARS.get(fd.key)
+    return None if n is None else 3 * n
 
 
 def valid_operators(ft: FieldType) -> list[str]:
@@ -271,6 +284,14 @@ class _Operands:
             self.v.problem(path, "must be valid Unicode text (no lone surrogates)")
             return None
         folded = fold(raw)
+        limit = operand_limit(self.fd)
+        if limit is not None and len(folded) > limit:
+            self.v.problem(
+                path,
+                f"is longer than any value of {_q(self.fd.key)} can be ({limit} characters after folding:"
+                " 3 × its limit), so it could never match",
+            )
+            return None
         options = self.fd.options
         if options is not None and self.fd.type in (FieldType.SELECT, FieldType.MULTI_SELECT):
             if folded not in {fold(o) for o in options}:

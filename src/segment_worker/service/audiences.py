@@ -63,10 +63,12 @@ async def create_audience(
     sources = [segment_key(workspace_id, u) for u in dict.fromkeys(u for u in wanted.values() if u)]
     try:
         # One MULTI/EXEC: every key shares the workspace's hash slot, so this is legal on a cluster.
+        # (redis-py's cluster pipeline refuses its sunionstore/sdiffstore methods whatever the
+        # slots; the raw commands go through, and MULTI/EXEC checks they share one slot.)
         async with ctx.redis.pipeline(transaction=True) as pipe:
-            pipe.sunionstore(key, sources)
+            pipe.execute_command("SUNIONSTORE", key, *sources)
             if exclude_opted_out:
-                pipe.sdiffstore(key, [key, optout_key(workspace_id)])
+                pipe.execute_command("SDIFFSTORE", key, key, optout_key(workspace_id))
             pipe.expire(key, ttl)
             pipe.scard(key)
             results = await pipe.execute()

@@ -4,16 +4,17 @@ for input events (``PATCH /customers/{id}``)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
-from redis.asyncio import Redis
 
+from .. import budget
 from ..config import Settings
 from ..kafka import create_producer, kafka_errors
 from ..stores import postgres as pg
+from ..stores.redis_client import RedisClient, connect_redis
 
 
 class EventPublisher(Protocol):
@@ -64,18 +65,29 @@ class ServiceContext:
     """Connections shared by the operations of one process (the API app, the CLI, tests)."""
 
     def __init__(
-        self, pool: asyncpg.Pool, redis: Redis, settings: Settings, publisher: EventPublisher | None = None
+        self,
+        pool: asyncpg.Pool,
+        redis: RedisClient,
+        settings: Settings,
+        publisher: EventPublisher | None = None,
     ) -> None:
         self.pool = pool
         self.redis = redis
         self.settings = settings
         self.publisher: EventPublisher = publisher or KafkaPublisher(settings.kafka_bootstrap)
+        # Told, after each committed unit, the transitions it wrote: (kind, cause kind) → count.
+        self.transition_sinks: list[Callable[[Mapping[tuple[str, str], int]], None]] = []
 
     @classmethod
     async def open(cls, settings: Settings) -> ServiceContext:
-        """Connect to the configured PostgreSQL and Redis."""
-        pool = await pg.create_pool(settings.require_database_url(), min_size=1, max_size=10)
-        redis = Redis.from_url(settings.require_redis_url())
+        """Connect to the configured PostgreSQL and Redis (a Redis Cluster too), within the API's
+        connection budget (``budget.API``)."""
+        pool = await pg.create_pool(settings.require_database_url(), min_size=1, max_size=budget.API_PG_POOL)
+        try:
+            redis = await connect_redis(settings, max_connections=budget.API_REDIS)
+        except BaseException:
+            await pool.close()
+            raise
         return cls(pool=pool, redis=redis, settings=settings)
 
     async def close(self) -> None:

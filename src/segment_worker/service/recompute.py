@@ -12,12 +12,14 @@ from uuid import UUID
 
 import asyncpg
 
+from .. import tracing
 from ..rules.compiled import CompiledRule
 from ..rules.model import Catalog
 from ..rules.timectx import TimeContext
 from ..state import Transition
 from ..stores import postgres as pg
 from .ruleset import compile_json
+from .units import count_transitions
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +52,7 @@ async def recompute(
     ``candidates_sql`` selects, when given: a parameterless SELECT of one ``customer_id`` column).
     Answers how many customers entered or exited."""
     where, params = compiled.sql_where(tctx, 1)
-    return await pg.diff_segment_count(
+    entered, exited = await pg.diff_segment_tally(
         conn,
         workspace_id,
         segment_id,
@@ -58,9 +60,11 @@ async def recompute(
         where,
         params,
         candidates_sql=candidates_sql,
-        cause=cause,
+        cause=tracing.with_trace(cause),
         at=at,
     )
+    count_transitions(cause, entered=entered, exited=exited)
+    return entered + exited
 
 
 async def id_table(conn: asyncpg.Connection, name: str, ids: Iterable[str]) -> str:
@@ -88,7 +92,7 @@ async def set_membership(
     """Make every existing customer of ``partitions`` that ``candidates_sql`` selects (one
     ``customer_id`` column, no parameters) a member (``member``) or not: a static segment's add
     or remove."""
-    return await pg.diff_segment(
+    written = await pg.diff_segment(
         conn,
         workspace_id,
         segment_id,
@@ -97,9 +101,12 @@ async def set_membership(
         [],
         partitions=partitions,
         candidates_sql=candidates_sql,
-        cause=cause,
+        cause=tracing.with_trace(cause),
         at=at,
     )
+    entered = sum(t.kind == "entered" for t in written)
+    count_transitions(cause, entered=entered, exited=len(written) - entered)
+    return written
 
 
 async def dynamic_segments(

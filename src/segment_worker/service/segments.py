@@ -25,7 +25,7 @@ from .context import ServiceContext
 from .pagination import Page, check_limit, cursor_error, decode_cursor, like_pattern, page_of
 from .recompute import MANUAL, recompute, set_membership
 from .ruleset import compile_json, now_context
-from .units import ServiceUnit, unit
+from .units import ServiceUnit, count_transitions, unit
 from .unset import UNSET, Unset
 from .workspaces import (
     all_partitions,
@@ -370,6 +370,7 @@ async def delete_segment(ctx: ServiceContext, workspace_id: str, segment_id: str
             MANUAL,
             u.at,
         )
+        count_transitions(MANUAL, deleted=1)
         await u.conn.execute("DELETE FROM segments WHERE id = $1", sid)
         await bump_catalog(u.conn, workspace_id)
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from dataclasses import dataclass
+from datetime import datetime
 
 import asyncpg
 
@@ -64,3 +66,34 @@ async def token_workspace(
         "SELECT workspace_id FROM api_tokens WHERE token_hash = $1", digest
     )
     return found
+
+
+@dataclass(frozen=True, slots=True)
+class StoredToken:
+    """What ``tokens list`` shows of a stored token: never the token, never its hash."""
+
+    id: int
+    workspace_id: str
+    created_at: datetime
+
+
+async def list_tokens(
+    conn: asyncpg.Connection | asyncpg.Pool, workspace_id: str | None = None
+) -> list[StoredToken]:
+    """The stored tokens, oldest first; with ``workspace_id``, those that can use it (its own and
+    the ``*`` ones)."""
+    rows = await conn.fetch(
+        "SELECT id, workspace_id, created_at FROM api_tokens"
+        " WHERE $1::text IS NULL OR workspace_id IN ($1, '*') ORDER BY created_at, id",
+        workspace_id,
+    )
+    return [StoredToken(r["id"], r["workspace_id"], r["created_at"]) for r in rows]
+
+
+async def revoke_token(conn: asyncpg.Connection | asyncpg.Pool, token_id: int) -> StoredToken | None:
+    """Delete the stored token ``token_id`` (it stops working at once: every request looks it up);
+    answers what was revoked, or None when there is no such token."""
+    row = await conn.fetchrow(
+        "DELETE FROM api_tokens WHERE id = $1 RETURNING id, workspace_id, created_at", token_id
+    )
+    return StoredToken(row["id"], row["workspace_id"], row["created_at"]) if row is not None else None

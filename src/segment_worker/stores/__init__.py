@@ -1,13 +1,11 @@
 """Persistence: PostgreSQL (the truth), Redis (derived sets), and the unit of work that orders them.
 
-This package root holds only pure things — the record types the store functions exchange, the
-validation every membership writer shares, and the ``SegmentStore`` protocol that both the real
-PostgreSQL+Redis store (``stores.unit.PgRedisStore``) and the in-memory fake
-(``stores.memory.MemoryStore``) implement. The I/O lives in the submodules:
+This package root holds only pure things — the record types the store functions exchange and the
+validation every membership writer shares. The I/O lives in the submodules:
 
 - ``stores.postgres`` (and ``pg_*``): asyncpg functions taking a connection;
 - ``stores.redis``: key names, applying grouped SADD/SREM/DEL;
-- ``stores.unit``: ``partition_unit`` — lock, transaction, commit, Redis, unlock;
+- ``stores.unit``: ``partition_unit`` — THE commit order (numbered steps), used by every writer;
 - ``stores.reconcile``: compare and repair Redis against PostgreSQL.
 """
 
@@ -17,10 +15,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import IntEnum
-from typing import Any, Protocol
+from typing import Any
 from uuid import UUID
 
-from ..state import CustomerKey, CustomerRecord, CustomerState, Transition
+from ..state import Transition
 from .errors import MembershipConflictError
 
 
@@ -70,25 +68,6 @@ class TransitionRow:
     at: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class Batch:
-    """Everything one unit of work writes for a set of partitions (a worker batch, a tick, …)."""
-
-    partitions: Sequence[int]
-    states: Sequence[CustomerState] = ()
-    transitions: Sequence[Transition] = ()
-    optouts: Sequence[OptOutChange] = ()
-
-    def check_partitions(self) -> None:
-        """Raise ValueError when the batch writes a partition it does not lock."""
-        locked = set(self.partitions)
-        written = (
-            {s.partition for s in self.states}
-            | {t.partition for t in self.transitions}
-            | {o.partition for o in self.optouts}
-        )
-        if not written <= locked:
-            raise ValueError(f"batch writes partitions {sorted(written - locked)} it does not lock")
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,53 +130,13 @@ def plan_transitions(transitions: Sequence[Transition]) -> TransitionPlan:
     return TransitionPlan(pairs, {k: v for k, v in deltas.items() if v})
 
 
-class SegmentStore(Protocol):
-    """The customer / membership / outbox operations a membership writer needs, as one object.
-
-    ``commit`` is one unit of work: under the partitions' locks, fenced by ``fence`` (partition →
-    epoch from ``claim_partitions``) when given, it stores states, membership changes, transitions
-    (outbox) and opt-out changes atomically, then applies the Redis side. Nothing is written when
-    it raises.
-    """
-
-    async def claim_partitions(self, partitions: Sequence[int], owner: str) -> dict[int, int]:
-        """Take ownership of ``partitions``; answer each one's new epoch (older epochs are fenced)."""
-        ...
-
-    async def load_records(self, keys: Sequence[CustomerKey]) -> dict[CustomerKey, CustomerRecord]:
-        """State and every membership row of each key (state None for a customer never seen)."""
-        ...
-
-    async def commit(self, batch: Batch, *, fence: Mapping[int, int] | None = None) -> None:
-        """Store ``batch`` in one unit of work (see the class docstring)."""
-        ...
-
-    async def fetch_unsent(self, partitions: Sequence[int], limit: int) -> list[TransitionRow]:
-        """Outbox rows of ``partitions`` past their partition's sent cursor, in id order."""
-        ...
-
-    async def mark_sent(self, max_id_per_partition: Mapping[int, int]) -> None:
-        """Every outbox row of each partition up to that id was sent: move the partition's cursor
-        there (a cursor never moves back)."""
-        ...
-
-    async def member_count(self, segment_id: UUID) -> int:
-        """Current number of members of a segment."""
-        ...
-
-    async def redis_members(self, key: str) -> set[str]:
-        """The members of the Redis set ``key`` (what campaign senders read)."""
-        ...
 
 
 __all__ = [
-    "Batch",
-    "CustomerKey",
     "OpKind",
     "OptOutChange",
     "PairPlan",
     "RedisOp",
-    "SegmentStore",
     "TransitionPlan",
     "TransitionRow",
     "plan_transitions",

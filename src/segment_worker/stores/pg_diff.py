@@ -116,7 +116,8 @@ def _statement(
     result = (
         "SELECT c.customer_id, c.partition, c.seq, c.enter, b.n FROM changes c, bad b"
         if answer
-        else "SELECT (SELECT count(*) FROM changes), (SELECT n FROM bad)"
+        else "SELECT count(*) FILTER (WHERE enter), count(*) FILTER (WHERE NOT enter), (SELECT n FROM bad)"
+        " FROM changes"
     )
     # Stored rows are updated by ctid (read in this statement's snapshot, under the partition
     # locks every membership writer holds): no second index lookup per row, as an upsert's
@@ -182,9 +183,9 @@ async def diff(
     cause: Mapping[str, str],
     at: datetime,
     answer: bool = True,
-) -> list[DiffRow] | int:
+) -> list[DiffRow] | tuple[int, int]:
     """Run the diff (see ``pg_memberships.diff_segment`` for the arguments). Answers the rows
-    written, unordered, when ``answer``; else only how many."""
+    written, unordered, when ``answer``; else only how many entered and how many exited."""
     scanned = candidates_sql is None
     if scanned:
         # The writing statement sorts and hashes ~100k rows per 1M customers: at the default 4 MB
@@ -210,9 +211,8 @@ async def diff(
     if not answer:
         row = await conn.fetchrow(sql, *args)
         assert row is not None
-        _check(row[1])
-        count: int = row[0]
-        return count
+        _check(row[2])
+        return int(row[0]), int(row[1])
     rows = await conn.fetch(sql, *args)
     if rows:
         _check(rows[0][4])

@@ -4,6 +4,7 @@ pending Redis ops."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 
 import asyncpg
 
@@ -103,6 +104,27 @@ async def count_unsent(conn: asyncpg.Connection, partitions: Sequence[int]) -> i
         sorted(set(partitions)),
     )
     return n
+
+
+async def oldest_unsent(conn: asyncpg.Connection, partitions: Sequence[int]) -> datetime | None:
+    """The transition time (``at``) of the oldest outbox row of ``partitions`` past their cursor,
+    or None when all are sent. One index probe per partition: its first row past the cursor."""
+    at: datetime | None = await conn.fetchval(
+        """
+        SELECT min(f.at)
+        FROM unnest($1::int[]) AS p(partition)
+        LEFT JOIN outbox_cursors c ON c.partition = p.partition
+        CROSS JOIN LATERAL (
+            SELECT t.at FROM transitions t
+            WHERE (t.partition, t.id) > (p.partition, COALESCE(c.sent_id, 0))
+              AND (t.partition, t.id) <= (p.partition, 9223372036854775807)
+            ORDER BY t.partition, t.id
+            LIMIT 1
+        ) f
+        """,
+        sorted(set(partitions)),
+    )
+    return at
 
 
 async def fetch_redis_ops(conn: asyncpg.Connection, partitions: Sequence[int]) -> list[RedisOp]:

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from uuid import UUID
 
 import asyncpg
-from redis.asyncio import Redis
 
 from . import postgres as pg
 from .keys import glob_escape, optout_key, segment_key
 from .redis import KeyWrites, apply_writes, read_set, scan_keys
+from .redis_client import RedisClient
 from .unit import apply_pending_ops, locked_partitions
 
 _KEY_RE = re.compile(r"^sw:\{(?P<ws>[^{}]*)\}:(?:seg:(?P<seg>.+)|optout)$")
@@ -81,7 +81,7 @@ async def _expected_members(conn: asyncpg.Connection, key: str) -> set[str]:
     return {r[0] for r in rows}
 
 
-async def _keys_to_check(conn: asyncpg.Connection, redis: Redis, ws: str | None) -> list[str]:
+async def _keys_to_check(conn: asyncpg.Connection, redis: RedisClient, ws: str | None) -> list[str]:
     if ws is None:
         segs = await conn.fetch("SELECT workspace_id, id FROM segments")
         workspaces = {
@@ -104,7 +104,7 @@ async def _keys_to_check(conn: asyncpg.Connection, redis: Redis, ws: str | None)
 
 async def rebuild_and_diff(
     pool: asyncpg.Pool,
-    redis: Redis,
+    redis: RedisClient,
     ws: str | None = None,
     *,
     repair: bool,

@@ -2,6 +2,9 @@
 
 Only Redis 6.2 commands are used (SADD/SREM/DEL/SSCAN/SCAN). Redis is derived data: every
 write here comes from ``redis_ops`` rows committed with PostgreSQL first.
+
+On a Redis Cluster each command names one key, so it goes to that key's node; a pipeline is split
+per node by redis-py (not a transaction: it needs no common slot), and SCAN visits every master.
 """
 
 from __future__ import annotations
@@ -10,10 +13,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from . import OpKind, RedisOp
 from .keys import audience_key, glob_escape, optout_key, segment_key
+from .redis_client import RedisClient
 
 # Members per variadic SADD/SREM: big enough to amortise the round trip, small enough that one
 # command never blocks the server for long. A pipeline is sent every _FLUSH_MEMBERS members.
@@ -55,7 +59,7 @@ def _chunks(items: Sequence[str], size: int = CHUNK) -> Iterable[Sequence[str]]:
         yield items[i : i + size]
 
 
-async def apply_writes(redis: Redis, writes: dict[str, KeyWrites]) -> int:
+async def apply_writes(redis: RedisClient, writes: dict[str, KeyWrites]) -> int:
     """Send ``writes`` in pipelines (DEL first per key, then variadic SADD/SREM in chunks).
     Answers the number of commands sent."""
     commands = 0
@@ -77,7 +81,7 @@ async def apply_writes(redis: Redis, writes: dict[str, KeyWrites]) -> int:
     return commands
 
 
-async def apply_ops(redis: Redis, ops: Iterable[RedisOp]) -> int:
+async def apply_ops(redis: RedisClient, ops: Iterable[RedisOp]) -> int:
     """Apply pending ops, coalesced and grouped per key (see ``coalesce_ops``); idempotent, so a
     replay after a partial failure converges. Answers the number of commands sent."""
     return await apply_writes(redis, coalesce_ops(ops))
@@ -87,13 +91,17 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-async def read_set(redis: Redis, key: str) -> set[str]:
+async def read_set(redis: RedisClient, key: str) -> set[str]:
     """Every member of the set ``key`` (SSCAN: never one long blocking command)."""
     return {_text(m) async for m in redis.sscan_iter(key, count=CHUNK)}
 
 
-async def scan_keys(redis: Redis, pattern: str) -> set[str]:
-    """Keys matching a SCAN MATCH ``pattern`` (escape literal parts with ``glob_escape``)."""
+async def scan_keys(redis: RedisClient, pattern: str) -> set[str]:
+    """Keys matching a SCAN MATCH ``pattern`` (escape literal parts with ``glob_escape``); on a
+    Redis Cluster, of every master (each holds its own slots' keys)."""
+    if isinstance(redis, RedisCluster):
+        keys = redis.scan_iter(match=pattern, count=1000, target_nodes=RedisCluster.PRIMARIES)
+        return {_text(k) async for k in keys}
     return {_text(k) async for k in redis.scan_iter(match=pattern, count=1000)}
 
 

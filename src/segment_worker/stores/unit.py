@@ -1,11 +1,28 @@
-"""The unit of work of every membership writer (worker batch, ticker, API): the commit order in
-one place.
+"""The unit of work of every membership writer (worker batch, ticker, API): the commit order,
+written once, here.
 
     async with partition_unit(pool, redis, [3, 7], fence={3: e3, 7: e7}) as u:
         await pg.save_states(u.conn, states)
         await pg.write_transitions(u.conn, transitions)   # queues redis_ops rows too
 
-Locks → transaction (epoch check, caller's writes, generation bump) → commit → Redis → unlock.
+The commit order (``partition_unit`` runs steps 1–5; the owning worker runs 6–7):
+
+1. Lock: ``sw_lock_partitions`` takes the session advisory locks of the partitions touched, in
+   ascending order, on the unit's own connection (one writer per partition at a time).
+2. Open the transaction; fenced units check their epochs (a zombie worker stops here with
+   ``FencedError``); other writers bump the partitions' generation so workers drop their caches.
+3. The caller's writes (states, memberships, counts, transitions = outbox, ``redis_ops`` rows,
+   offsets, DLQ copies delivered before the offsets past them).
+4. Commit in PostgreSQL — the truth; everything after this is derived and can be redone.
+5. Redis: apply every pending ``redis_ops`` row of the partitions in id order (leftovers of a
+   unit whose Redis step failed first), still under the locks so a partition's ops reach Redis in
+   commit order; delete them; ``NOTIFY sw_outbox``. Then unlock.
+6. Kafka output: the owning worker sends the outbox rows past the partition's cursor
+   (``worker.outbox``); ``fetch_unsent`` holds a partition back while it has pending ops, so the
+   topic is never ahead of Redis. Sent rows are marked in the next transaction.
+7. Consumer offsets to Kafka, best effort (``worker.loop``): PostgreSQL holds the positions the
+   worker seeks to on assignment.
+
 Redis ops are "recorded" by writing ``redis_ops`` rows (the ``pg`` write functions do it), so they
 commit atomically with the data and survive a Redis outage.
 """
@@ -16,18 +33,15 @@ import contextlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from uuid import UUID
 
 import asyncpg
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from .. import faultpoints
-from ..state import CustomerKey, CustomerRecord
-from . import Batch, TransitionRow
 from . import postgres as pg
 from .errors import FencedError, LockTimeoutError, RedisApplyError
-from .redis import apply_ops, read_set
+from .redis import apply_ops
+from .redis_client import RedisClient
 
 # First key of pg_advisory_lock(int, int): partition locks are (SW_LOCK_CLASS, partition).
 SW_LOCK_CLASS = 0x5357
@@ -61,7 +75,7 @@ async def _unlock(conn: asyncpg.Connection, parts: tuple[int, ...]) -> None:
     )
 
 
-async def apply_pending_ops(conn: asyncpg.Connection, redis: Redis, partitions: Sequence[int]) -> int:
+async def apply_pending_ops(conn: asyncpg.Connection, redis: RedisClient, partitions: Sequence[int]) -> int:
     """Apply every pending Redis op of ``partitions`` in commit order — leftovers of earlier units
     first — delete them, then wake the outbox senders (``NOTIFY sw_outbox``). The caller holds
     the partitions' locks (``locked_partitions``). Answers how many ops were applied."""
@@ -102,14 +116,14 @@ async def locked_partitions(
 @asynccontextmanager
 async def partition_unit(
     pool: asyncpg.Pool,
-    redis: Redis,
+    redis: RedisClient,
     partitions: Sequence[int],
     *,
     fence: Mapping[int, int] | None = None,
     bump_generation: bool = False,
     lock_timeout: float | None = None,
 ) -> AsyncIterator[Unit]:
-    """One unit of work over ``partitions`` (see the module docstring).
+    """One unit of work over ``partitions``: steps 1–5 of the commit order (module docstring).
 
     ``fence`` (partition → epoch from ``claim_partitions``): raise ``FencedError`` unless still
     current. ``bump_generation``: for writers other than the owning worker, so the owner drops
@@ -120,8 +134,8 @@ async def partition_unit(
     parts = tuple(sorted(set(partitions)))
     if fence is not None and not set(fence) <= set(parts):
         raise ValueError(f"fence names partitions {sorted(set(fence) - set(parts))} the unit does not lock")
-    async with locked_partitions(pool, parts, lock_timeout=lock_timeout) as conn:
-        tx = conn.transaction()
+    async with locked_partitions(pool, parts, lock_timeout=lock_timeout) as conn:  # 1. lock
+        tx = conn.transaction()  # 2. transaction, epochs, generations
         await tx.start()
         try:
             unit = Unit(conn, parts)
@@ -132,69 +146,20 @@ async def partition_unit(
                     raise FencedError(fence, {p: e for p, (e, _) in now.items()})
             if bump_generation:
                 unit.generations.update(await pg.bump_generation(conn, parts))
-            yield unit
+            yield unit  # 3. the caller's writes
         except BaseException:
             with contextlib.suppress(Exception):  # a broken connection cannot roll back: it is gone
                 await tx.rollback()
             raise
         faultpoints.reach("before_pg_commit")
-        await tx.commit()
+        await tx.commit()  # 4. PostgreSQL
         faultpoints.reach("after_pg_commit")
-        # Commit order: PostgreSQL (committed above), then Redis (here, still under the partition
-        # locks so the ops of a partition reach Redis in commit order), then Kafka (the owning
-        # worker sends the outbox; fetch_unsent holds a partition back while it has pending ops),
-        # then consumer offsets to Kafka (best effort: PostgreSQL holds the positions).
-        unit.applied_ops = await apply_pending_ops(conn, redis, parts)
+        unit.applied_ops = await apply_pending_ops(conn, redis, parts)  # 5. Redis, then unlock
         faultpoints.reach("after_redis")
 
 
-async def replay_redis_ops(pool: asyncpg.Pool, redis: Redis, partitions: Sequence[int]) -> int:
+async def replay_redis_ops(pool: asyncpg.Pool, redis: RedisClient, partitions: Sequence[int]) -> int:
     """Apply Redis ops left pending by a failure after commit (call on worker start/assignment
     and after a ``RedisApplyError``). Answers how many ops were applied."""
     async with locked_partitions(pool, partitions) as conn:
         return await apply_pending_ops(conn, redis, partitions)
-
-
-class PgRedisStore:
-    """``SegmentStore`` over PostgreSQL and Redis: each ``commit`` is one ``partition_unit``."""
-
-    def __init__(self, pool: asyncpg.Pool, redis: Redis) -> None:
-        self._pool = pool
-        self._redis = redis
-
-    async def claim_partitions(self, partitions: Sequence[int], owner: str) -> dict[int, int]:
-        """See ``SegmentStore.claim_partitions``."""
-        async with self._pool.acquire() as conn:
-            return await pg.claim_partitions(conn, partitions, owner)
-
-    async def load_records(self, keys: Sequence[CustomerKey]) -> dict[CustomerKey, CustomerRecord]:
-        """See ``SegmentStore.load_records``."""
-        async with self._pool.acquire() as conn:
-            return await pg.load_records(conn, keys)
-
-    async def commit(self, batch: Batch, *, fence: Mapping[int, int] | None = None) -> None:
-        """See ``SegmentStore.commit``."""
-        batch.check_partitions()
-        async with partition_unit(self._pool, self._redis, batch.partitions, fence=fence) as u:
-            await pg.save_states(u.conn, batch.states)
-            await pg.write_transitions(u.conn, batch.transitions)
-            await pg.write_optout(u.conn, batch.optouts)
-
-    async def fetch_unsent(self, partitions: Sequence[int], limit: int) -> list[TransitionRow]:
-        """See ``SegmentStore.fetch_unsent``."""
-        async with self._pool.acquire() as conn:
-            return await pg.fetch_unsent(conn, partitions, limit)
-
-    async def mark_sent(self, max_id_per_partition: Mapping[int, int]) -> None:
-        """See ``SegmentStore.mark_sent``."""
-        async with self._pool.acquire() as conn:
-            await pg.mark_sent(conn, max_id_per_partition)
-
-    async def member_count(self, segment_id: UUID) -> int:
-        """See ``SegmentStore.member_count``."""
-        async with self._pool.acquire() as conn:
-            return (await pg.segment_member_counts(conn, [segment_id]))[segment_id]
-
-    async def redis_members(self, key: str) -> set[str]:
-        """See ``SegmentStore.redis_members``."""
-        return await read_set(self._redis, key)

@@ -1,10 +1,17 @@
-"""One batch of input records through the commit order (DESIGN.md "Commit order").
+"""One batch of input records through the commit order (steps 1–5 in ``stores.unit``; 6–7 in ``loop``).
 
 records → parse (bad → DLQ) → key check (wrong → re-published) → one ``partition_unit`` over the
 batch's partitions, fenced by their epochs: catalogues (revalidated), customer records (cached),
 ``engine.process`` at the clock's now, states, transitions, opt-outs, offsets; DLQ copies and
 re-keyed records are delivered before that commit. The caller then sends the outbox and commits
 offsets to Kafka.
+
+Poison isolation (``run_isolating``; DESIGN.md "Poison and limits"): a batch that fails with an
+error one record can cause (``failures.classify``) is re-run split — per partition, then in halves
+— each part its own unit of work committing its own offsets, down to single records; a record that
+still fails alone is dead-lettered (reason label ``poison``) in the unit that moves its offset past
+it, and everything else is applied. Transient errors and fencing propagate: the caller re-reads
+the batch's partitions from the stored offsets (which include the parts already committed).
 """
 
 from __future__ import annotations
@@ -16,19 +23,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
-from redis.asyncio import Redis
 
-from .. import faultpoints
+from .. import tracing, faultpoints
 from ..engine import process
 from ..events import AnyInputEvent, EventError, parse_event
+from ..limits import INSTANT_OUT_OF_RANGE
 from ..partitioning import partition_for
-from ..state import CustomerKey
+from ..state import CustomerKey, Transition
 from ..stores import OptOutChange
 from ..stores import postgres as pg
+from ..stores.redis_client import RedisClient
 from ..stores.unit import partition_unit
 from .catalog_cache import CatalogCache
 from .clock import Clock
 from .deadletter import DeadLetter, Rekeyed, SourceRecord, publish_dead_letters, publish_rekeyed
+from .failures import classify
+from .latency import EndToEnd
 from .metrics import WorkerMetrics
 from .record_cache import RecordCache
 
@@ -59,6 +69,29 @@ class SortedRecords:
             out.records += s.records
         return out
 
+    def part(self, partition: int, lo: int, hi: int) -> SortedRecords:
+        """The records of ``partition`` with offsets in ``[lo, hi)`` (committing up to ``hi``)."""
+        out = SortedRecords(next_offsets={partition: hi})
+
+        def inside(src: Any) -> bool:
+            return bool(src.partition == partition and lo <= src.offset < hi)
+
+        for ev, src in zip(self.events, self.sources, strict=True):
+            if inside(src):
+                out.events.append(ev)
+                out.sources.append(src)
+        out.dead = [d for d in self.dead if inside(d.source)]
+        out.rekeyed = [r for r in self.rekeyed if inside(r.source)]
+        out.records = len(out.events) + len(out.dead) + len(out.rekeyed)
+        return out
+
+    def first_offset(self, partition: int) -> int:
+        """The lowest offset of ``partition`` among these records."""
+        offsets = [src.offset for src in self.sources if src.partition == partition]
+        others: list[DeadLetter | Rekeyed] = [*self.dead, *self.rekeyed]
+        offsets += [x.source.offset for x in others if x.source.partition == partition]
+        return min(offsets, default=self.next_offsets[partition])
+
 
 def sort_records(records: Iterable[Any], partitions: int) -> SortedRecords:
     """Parse and key-check records (aiokafka ``ConsumerRecord``s of one topic, per-partition order).
@@ -73,7 +106,7 @@ def sort_records(records: Iterable[Any], partitions: int) -> SortedRecords:
         try:
             ev = parse_event(r.value)
         except EventError as exc:
-            out.dead.append(DeadLetter(SourceRecord.of(r), exc.reason))
+            out.dead.append(DeadLetter(SourceRecord.of(r), exc.reason, exc.kind))
             continue
         key = f"{ev.workspace_id}:{ev.customer_id}".encode()
         if r.key != key or partition_for(key, partitions) != r.partition:
@@ -82,6 +115,34 @@ def sort_records(records: Iterable[Any], partitions: int) -> SortedRecords:
         out.events.append(ev)
         out.sources.append(r)
     return out
+
+
+def traced_events(s: SortedRecords) -> dict[str, tuple[str, str | None]]:
+    """Event id → the W3C trace context (traceparent, tracestate) its record's headers carry.
+
+    Records without headers (the usual case) cost one falsy check each: measured with the batch
+    micro-benchmark in ``tests/worker/test_tracing_worker.py``."""
+    out: dict[str, tuple[str, str | None]] = {}
+    for ev, src in zip(s.events, s.sources, strict=True):
+        if src.headers:
+            found = tracing.traceparent_of(src.headers)
+            if found is not None:
+                out[ev.event_id] = found
+    return out
+
+
+def remember_trace_context(
+    transitions: Iterable[Transition], traced: Mapping[str, tuple[str, str | None]]
+) -> None:
+    """Put the trace context of each transition's causing event into its ``cause`` (stored in
+    ``transitions.cause``; the outbox renders it as the CloudEvent's ``traceparent``/``tracestate``).
+    Causes are one dict per event, shared by its transitions."""
+    for t in transitions:
+        found = traced.get(t.cause.get("event_id", ""))
+        if found is not None and "traceparent" not in t.cause:
+            t.cause["traceparent"] = found[0]
+            if found[1]:
+                t.cause["tracestate"] = found[1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +156,23 @@ class BatchOutcome:
     transitions: int
     partitions: tuple[int, ...]
     seconds: float
+    poison: int = 0  # records dead-lettered by isolation (also counted in ``dead``)
+    units: int = 1  # units of work committed (more than one when the batch was isolated)
+
+    @classmethod
+    def merge(cls, parts: Sequence[BatchOutcome], seconds: float) -> BatchOutcome:
+        """One outcome of a batch committed in several parts (``run_isolating``)."""
+        return cls(
+            sum(o.records for o in parts),
+            sum(o.applied for o in parts),
+            sum(o.dead for o in parts),
+            sum(o.rekeyed for o in parts),
+            sum(o.transitions for o in parts),
+            tuple(sorted({p for o in parts for p in o.partitions})),
+            seconds,
+            sum(o.poison for o in parts),
+            sum(o.units for o in parts),
+        )
 
 
 class BatchProcessor:
@@ -104,7 +182,7 @@ class BatchProcessor:
         self,
         *,
         pool: asyncpg.Pool,
-        redis: Redis,
+        redis: RedisClient,
         producer: Any,
         clock: Clock,
         metrics: WorkerMetrics,
@@ -115,6 +193,7 @@ class BatchProcessor:
         records: RecordCache,
         before_commit: Callable[[asyncpg.Connection], Any] | None = None,
         on_connection: Callable[[int], None] | None = None,
+        latency: EndToEnd | None = None,
     ) -> None:
         self._pool = pool
         self._redis = redis
@@ -128,6 +207,8 @@ class BatchProcessor:
         self.records = records
         self._before_commit = before_commit
         self._on_connection = on_connection
+        self._stage = "reading"  # what the unit in flight was doing (poison reasons say it)
+        self._latency = latency
 
     async def run(
         self, records: Sequence[Any] | SortedRecords, epochs: Mapping[int, int], partitions: int
@@ -143,26 +224,108 @@ class BatchProcessor:
         s = records if isinstance(records, SortedRecords) else sort_records(records, partitions)
         parts = sorted(s.next_offsets)
         fence = {p: epochs[p] for p in parts}
+        traced = traced_events(s)
         try:
-            transitions, rejected = await self._commit(s, fence, partitions)
+            with tracing.batch_span(self._topic, parts, s.records, list(traced.values())):
+                transitions, dead = await self._commit(s, fence, partitions, traced)
         except BaseException:
             self.records.drop()
             raise
         seconds = time.perf_counter() - t0
+        if self._latency is not None:  # each consumer record once: parsed, dead on parsing, re-keyed
+            others: list[DeadLetter | Rekeyed] = [*s.dead, *s.rekeyed]
+            stamps = [r.timestamp for r in s.sources] + [o.source.timestamp for o in others]
+            self._latency.committed(stamps)
         m = self._metrics
         m.batch_size.observe(s.records)
         m.batch_duration.observe(seconds)
-        applied = len(s.events) - rejected
+        applied = len(s.events) - (len(dead) - len(s.dead))
         m.events_processed.labels("applied").inc(applied)
-        m.events_processed.labels("dead_lettered").inc(len(s.dead))
+        m.events_processed.labels("dead_lettered").inc(len(dead))
         m.events_processed.labels("rekeyed").inc(len(s.rekeyed))
-        m.dlq_records.inc(len(s.dead))
+        for letter in dead:
+            m.dlq_records.labels(letter.kind).inc()
         m.rekeyed_records.inc(len(s.rekeyed))
+        poison = sum(1 for letter in dead if letter.kind == "poison")
         return BatchOutcome(
-            s.records, applied, len(s.dead), len(s.rekeyed), transitions, tuple(parts), seconds
+            s.records, applied, len(dead), len(s.rekeyed), transitions, tuple(parts), seconds, poison
         )
 
-    async def _commit(self, s: SortedRecords, fence: Mapping[int, int], partitions: int) -> tuple[int, int]:
+    async def run_isolating(
+        self, s: SortedRecords, epochs: Mapping[int, int], partitions: int
+    ) -> BatchOutcome:
+        """``run``, and when it fails with an error one record can cause, the same records again in
+        parts until every record is applied or, failing alone, dead-lettered (module docstring).
+
+        Raises ``FencedError`` and transient errors as ``run`` does; parts committed before such an
+        error stay committed (their offsets are stored)."""
+        try:
+            return await self.run(s, epochs, partitions)
+        except Exception as exc:
+            if classify(exc) != "poison":
+                raise
+            failure: Exception = exc
+        t0 = time.perf_counter()
+        parts = sorted(s.next_offsets)
+        log.warning(
+            "batch over partitions %s failed (%s: %s); re-running it in parts to isolate the record",
+            parts, type(failure).__name__, _short(failure),
+        )
+        done: list[BatchOutcome] = []
+        for p in parts:
+            part = s.part(p, s.first_offset(p), s.next_offsets[p])
+            # A batch of one partition has just failed as a whole: go straight to its halves.
+            await self._settle(part, epochs, partitions, done, failure if len(parts) == 1 else None)
+        return BatchOutcome.merge(done, time.perf_counter() - t0)
+
+    async def _settle(
+        self,
+        s: SortedRecords,
+        epochs: Mapping[int, int],
+        partitions: int,
+        done: list[BatchOutcome],
+        failure: Exception | None,
+    ) -> None:
+        """Commit ``s`` (one partition's records), in halves if it fails, recursively."""
+        if failure is None:
+            try:
+                done.append(await self.run(s, epochs, partitions))
+                return
+            except Exception as exc:
+                if classify(exc) != "poison":
+                    raise
+                failure = exc
+        (p,) = s.next_offsets
+        if len(s.events) > 1:
+            lo, hi, mid = s.first_offset(p), s.next_offsets[p], s.sources[len(s.sources) // 2].offset
+            await self._settle(s.part(p, lo, mid), epochs, partitions, done, None)
+            await self._settle(s.part(p, mid, hi), epochs, partitions, done, None)
+            return
+        if not s.events:
+            raise failure  # no record of ours to blame (e.g. the DLQ copies): not poison
+        src, ev = s.sources[0], s.events[0]
+        what = f"{type(failure).__name__}: {_short(failure)}"
+        reason = f"poison: {what} (while {self._stage} event {ev.event_id})"
+        log.error(
+            "record %s[%d]@%d (event %s, workspace %s, customer %s) fails alone; dead-lettered: %s",
+            src.topic, src.partition, src.offset, ev.event_id, ev.workspace_id, ev.customer_id, reason,
+        )
+        letter = DeadLetter(SourceRecord.of(src), reason, "poison")
+        # Its offset moves past it in the same unit that delivers its DLQ copy. If this unit fails
+        # too, the record was not the cause: the error propagates and nothing is dead-lettered.
+        alone = SortedRecords(
+            dead=[*s.dead, letter],
+            rekeyed=list(s.rekeyed),
+            next_offsets=dict(s.next_offsets),
+            records=s.records,
+        )
+        done.append(await self.run(alone, epochs, partitions))
+
+    async def _commit(
+        self, s: SortedRecords, fence: Mapping[int, int], partitions: int,
+        traced: Mapping[str, tuple[str, str | None]],
+    ) -> tuple[int, list[DeadLetter]]:
+        self._stage = "reading"
         keys: dict[CustomerKey, int] = {}
         for ev, src in zip(s.events, s.sources, strict=True):
             keys[(ev.workspace_id, ev.customer_id)] = src.partition
@@ -174,9 +337,15 @@ class BatchProcessor:
                 await self._before_commit(u.conn)
             views = await self.catalogs.views(u.conn, {k[0] for k in keys})
             recs = await self.records.get(u.conn, keys)
+            self._stage = "applying"
             result = process(s.events, recs, views, self._clock.now(), partitions=partitions)
+            if traced:
+                remember_trace_context(result.transitions, traced)
+            dead = list(s.dead)  # not s.dead itself: a failed unit must leave ``s`` as it was
             for index, reason in result.rejected:
-                s.dead.append(DeadLetter(SourceRecord.of(s.sources[index]), reason))
+                kind = "limit" if INSTANT_OUT_OF_RANGE in reason else "invalid_value"
+                dead.append(DeadLetter(SourceRecord.of(s.sources[index]), reason, kind))
+            self._stage = "writing"
             states = [st for k in result.changed if (st := recs[k].state) is not None]
             optouts = [OptOutChange(ws, cid, keys[(ws, cid)], flag) for ws, cid, flag in result.optouts]
             await pg.save_states(u.conn, states)
@@ -186,10 +355,20 @@ class BatchProcessor:
             faultpoints.reach("batch_written")  # test-only (the fault suite): no-op unless armed
             # Records not applied here are delivered before the offsets past them commit, so a
             # crash re-publishes them instead of losing them.
-            if s.dead:
-                await publish_dead_letters(self._producer, self._dlq_topic, s.dead)
+            self._stage = "publishing"
+            if dead:
+                await publish_dead_letters(self._producer, self._dlq_topic, dead)
             if s.rekeyed:
                 await publish_rekeyed(self._producer, self._topic, s.rekeyed)
+            self._stage = "committing"
         for t in result.transitions:
             self._metrics.transitions.labels(t.kind, t.cause.get("kind", "event")).inc()
-        return len(result.transitions), len(result.rejected)
+        if self._latency is not None:
+            self._latency.caused(result.transitions, s.events, s.sources)
+        return len(result.transitions), dead
+
+
+def _short(exc: BaseException, limit: int = 500) -> str:
+    """An exception's message on one line, at most ``limit`` characters (it goes into a header)."""
+    text = " ".join(str(exc).split()) or "(no message)"
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -15,9 +15,10 @@ Pipelining: after a full batch (a backlog) the next ``getmany`` and its parsing 
 the batch holds the lock and waits on PostgreSQL; the batch never awaits that task. Its records are
 used only for partitions still ready and not rewound or re-positioned since it answered (``fetching``).
 
-Around it: ``ownership`` (rebalance callbacks, claiming, positioning), ``positions`` (seeking,
-lag), ``batch`` (one batch's unit of work, the record cache), ``deadletter``, ``outbox`` (sending,
-LISTEN), ``ticker`` (time-relative re-checks), ``catalog_cache``, ``metrics``, ``clock``.
+Around it: ``partitions`` (the state of the partitions owned), ``ownership`` (rebalance callbacks,
+claiming, positioning), ``positions`` (seeking, lag), ``batch`` (one batch's unit of work; the commit
+order itself is written once, in ``stores.unit``), ``deadletter``, ``outbox`` (sending, LISTEN),
+``ticker`` (time-relative re-checks), ``catalog_cache``, ``metrics``, ``clock``.
 """
 
 from __future__ import annotations
@@ -29,29 +30,34 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from .. import faultpoints
+from .. import budget, faultpoints
 from ..config import Settings
 from ..errors import FencedError as SwFencedError
 from ..errors import StoreUnavailable
 from ..kafka import create_consumer, create_producer, ensure_topics, kafka_errors
+from ..logs import partitions_context
 from ..stores import postgres as pg
 from ..stores.errors import FencedError
+from ..stores.redis_client import RedisClient, connect_redis
 from .batch import BatchOutcome, BatchProcessor, SortedRecords
 from .catalog_cache import CatalogCache
 from .clock import Clock, SystemClock
+from .failures import Backoff
 from .fetching import Fetched, fetch, usable
+from .latency import EndToEnd
 from .metrics import WorkerMetrics
 from .outbox import OutboxListener, OutboxSender, backlog
-from .ownership import PartitionOwnership, RebalanceListener
+from .ownership import Ownership, RebalanceListener, topic_partitions
+from .partitions import PartitionState
 from .positions import consumer_lag
 from .record_cache import RecordCache
 from .ticker import REPLAN_SECONDS, Ticker, TickSchedule
@@ -80,8 +86,12 @@ class WorkerOptions:
     owner: str | None = None
     outbox_batch_rows: int = 5000
     records_per_partition: int = 50_000
-    pool_max_size: int = 4
+    pool_max_size: int = budget.LANE_PG_POOL  # plus the LISTEN connection: budget.LANE
     retry_backoff_seconds: float = 1.0
+    # A failed batch (transient: connection lost, timeouts) is retried after a jittered exponential
+    # backoff from this much up to the cap (``failures.Backoff``), so workers do not retry in step.
+    batch_backoff_seconds: float = 0.1
+    batch_backoff_max_seconds: float = 5.0
     commit_timeout_seconds: float = 5.0
     # Leaving the group waits for aiokafka's coordination task, which a group that never settles
     # keeps rejoining (seen on Tansu); past this the member expires instead.
@@ -95,7 +105,7 @@ def default_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-class Worker(PartitionOwnership):
+class Worker:
     """One worker process's consumer, producer, stores and background tasks."""
 
     def __init__(
@@ -111,14 +121,12 @@ class Worker(PartitionOwnership):
         self.metrics = metrics or WorkerMetrics()
         self.options = options or WorkerOptions()
         self.owner = self.options.owner or default_owner()
-        self.owned: dict[int, int] = {}  # partition → epoch claimed
+        self.partitions = PartitionState()
         self.batches = 0
         self.fetched_ahead = 0  # fetches started while a batch was in flight (tests, logs)
         self.last_batch: BatchOutcome | None = None
-        self._unready: set[int] = set()  # assigned but not (re)positioned yet: paused
         self._lock = asyncio.Lock()
-        self._to_commit: dict[int, int] = {}
-        self._moves: dict[int, int] = {}  # see PartitionOwnership._moves
+        self._backoff = Backoff(self.options.batch_backoff_seconds, self.options.batch_backoff_max_seconds)
         self._tick_wanted = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._commit_task: asyncio.Task[None] | None = None
@@ -126,14 +134,20 @@ class Worker(PartitionOwnership):
         self._started = False
         self._loop_at = time.monotonic()  # when the batch loop last came round (liveness)
         self._pool: asyncpg.Pool | None = None
-        self._redis: Redis | None = None
+        self._redis: RedisClient | None = None
         self._producer: Any = None
         self._consumer: Any = None
         self._listener: OutboxListener | None = None
+        # Made by start(), once the stores and clients they use are connected.
+        self._outbox: OutboxSender | None = None
+        self._processor: BatchProcessor | None = None
+        self._ticker: Ticker | None = None
+        self._ownership: Ownership | None = None
         self._records = RecordCache(
             self.options.records_per_partition, max_bytes=settings.record_cache_mb * 2**20
         )
         self._catalogs = CatalogCache()
+        self._latency = EndToEnd(self.metrics)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -150,8 +164,8 @@ class Worker(PartitionOwnership):
             raise StoreUnavailable(
                 f"cannot reach PostgreSQL: {exc}", context={"operation": "worker start"}
             ) from exc
-        self._redis = Redis.from_url(s.require_redis_url())
         try:
+            self._redis = await connect_redis(s, max_connections=budget.LANE_REDIS)
             await self._redis.ping()
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(
@@ -163,7 +177,8 @@ class Worker(PartitionOwnership):
         self._listener = OutboxListener(dsn)
         await self._listener.connect()
         self._outbox = OutboxSender(
-            self._producer, s.topic_membership, self.metrics, batch_rows=self.options.outbox_batch_rows
+            self._producer, s.topic_membership, self.metrics, batch_rows=self.options.outbox_batch_rows,
+            latency=self._latency,
         )
         self._processor = BatchProcessor(
             pool=pool,
@@ -178,6 +193,7 @@ class Worker(PartitionOwnership):
             records=self._records,
             before_commit=self._outbox.mark_in,
             on_connection=self._listener.ignore_pid,
+            latency=self._latency,
         )
         self._ticker = Ticker(
             pool,
@@ -200,7 +216,23 @@ class Worker(PartitionOwnership):
         )
         with kafka_errors("start consumer", bootstrap=s.kafka_bootstrap):
             await self._consumer.start()
-        self._consumer.subscribe([s.topic_events], listener=RebalanceListener(self))
+        self._ownership = Ownership(
+            settings=s,
+            metrics=self.metrics,
+            owner=self.owner,
+            state=self.partitions,
+            lock=self._lock,
+            consumer=self._consumer,
+            pool=pool,
+            redis=self._redis,
+            records=self._records,
+            outbox=self._outbox,
+            latency=self._latency,
+            send_outbox=self._send_outbox,
+            on_assigned_done=self.tick_now,
+            retry_backoff_seconds=o.retry_backoff_seconds,
+        )
+        self._consumer.subscribe([s.topic_events], listener=RebalanceListener(self._ownership))
         self._tasks = [
             asyncio.create_task(self._guard("housekeeping", self._housekeeping)),
             asyncio.create_task(self._guard("outbox", self._outbox_loop)),
@@ -240,8 +272,8 @@ class Worker(PartitionOwnership):
                 await task
         self._tasks = []
         if self._consumer is not None:
-            if self._to_commit:  # a last best-effort commit, so Kafka tools show the true position
-                await self._do_commit(self._to_commit)
+            if self.partitions.pending_commits():  # last best-effort commit: Kafka tools show the position
+                await self._do_commit(self.partitions.take_commits())
             try:
                 # Leaves the group: the others rebalance at once.
                 await asyncio.wait_for(self._consumer.stop(), self.options.leave_timeout_seconds)
@@ -265,8 +297,13 @@ class Worker(PartitionOwnership):
             with contextlib.suppress(Exception):
                 await self._redis.aclose()
             self._redis = None
-        self.owned.clear()
+        self.partitions.clear()
         self.metrics.set_owned(self.owner, 0)
+
+    @property
+    def owned(self) -> Mapping[int, int]:
+        """Owned input partition → epoch (probes, lanes, tests)."""
+        return self.partitions.owned
 
     def liveness(self) -> tuple[bool, str]:
         """``/healthz``: the batch loop keeps coming round (safe to call from another thread)."""
@@ -296,8 +333,9 @@ class Worker(PartitionOwnership):
             self._started = True
             while not self._stopping.is_set():
                 self._loop_at = time.monotonic()
-                if self._unready:
-                    await self._recover()
+                if self.partitions.has_unready():
+                    assert self._ownership is not None
+                    await self._ownership.recover()
                 fetching = ahead if ahead is not None else asyncio.create_task(self._fetch_parsed())
                 ahead = None
                 # getmany waits, past its timeout, for a rebalance in progress to end; a group that
@@ -312,6 +350,7 @@ class Worker(PartitionOwnership):
                     self.metrics.errors.labels("fetch").inc()
                     await asyncio.sleep(self.options.retry_backoff_seconds)
                     continue
+                assert self._outbox is not None
                 if not fetched.parts:
                     if self._outbox.has_unmarked:
                         await self._flush_marks()  # idle: no batch transaction is coming to carry them
@@ -322,11 +361,12 @@ class Worker(PartitionOwnership):
                     ahead = asyncio.create_task(self._fetch_parsed())
                     self.fetched_ahead += 1
                 async with self._lock:
-                    batch = usable(fetched, {p for p in self.owned if p not in self._unready}, self._moves)
-                    ok = await self._batch(batch) if batch.records else True
+                    batch = usable(fetched, self.partitions.ready().keys(), self.partitions.moves)
+                    with partitions_context(batch.next_offsets):
+                        ok = await self._batch(batch) if batch.records else True
                 if not ok:
-                    await asyncio.sleep(self.options.retry_backoff_seconds)
-                self._commit_kafka()
+                    await asyncio.sleep(self._backoff.next())
+                self._commit_kafka()  # commit order step 7 (stores.unit)
         finally:
             stopping.cancel()
             if ahead is not None:
@@ -337,41 +377,69 @@ class Worker(PartitionOwnership):
     async def _fetch_parsed(self) -> Fetched:
         """``getmany`` (never under the lock), then parse its records."""
         o = self.options
-        return await fetch(self._consumer, self.settings.topic_events, self._partition_count(), self._moves,
-                           timeout_ms=o.poll_timeout_ms, max_records=o.max_records, top_up_ms=o.top_up_ms)
+        return await fetch(
+            self._consumer, self.settings.topic_events, self._partition_count(), self.partitions.moves,
+            timeout_ms=o.poll_timeout_ms, max_records=o.max_records, top_up_ms=o.top_up_ms,
+        )
 
     async def _batch(self, batch: SortedRecords) -> bool:
-        """Process one batch; on failure rewind its partitions (answers False: back off)."""
+        """Process one batch, isolating poison records (``BatchProcessor.run_isolating``); on a
+        transient failure rewind its partitions (answers False: back off)."""
+        assert self._processor is not None and self._ownership is not None
         parts = set(batch.next_offsets)
         try:
-            outcome = await self._processor.run(batch, self.owned, self._partition_count())
+            outcome = await self._processor.run_isolating(batch, self.owned, self._partition_count())
         except _FENCED as exc:
-            lost = set(getattr(exc, "partitions", None) or parts)
-            log.warning("fenced on partitions %s (claimed by another worker); dropping them", sorted(lost))
-            self.metrics.fenced.inc()
-            self._lose(lost)
-            self._rewind(parts - lost)
+            lost = self._fenced(exc, parts, "batch")
+            self._ownership.rewind(parts - lost)
             return True
-        except Exception:
-            log.exception(
-                "batch over partitions %s failed; re-reading them from the stored offsets", sorted(parts)
+        except Exception as exc:
+            log.error(
+                "batch over partitions %s failed (transient, attempt %d): %s: %s; re-reading them from the"
+                " stored offsets after a backoff", sorted(parts), self._backoff.attempts + 1,
+                type(exc).__name__, exc, exc_info=True,
             )
             self.metrics.errors.labels("batch").inc()
-            self._rewind(parts)
+            self._ownership.rewind(parts)
             return False
+        self._backoff.reset()
         self.batches += 1
         log.debug("batch %s", outcome)
         self.last_batch = outcome
-        self._to_commit.update(batch.next_offsets)
-        await self._send_outbox(self.owned)
+        self.partitions.consumed(batch.next_offsets)
+        await self._send_outbox(self.owned)  # commit order step 6 (stores.unit)
         return True
+
+    def _fenced(self, exc: BaseException, parts: Iterable[int], what: str) -> set[int]:
+        """Another worker claimed partitions under a batch or a tick: drop them (answers which)."""
+        assert self._ownership is not None
+        lost = set(getattr(exc, "partitions", None) or parts)
+        log.warning(
+            "%s fenced on partitions %s (claimed by another worker); dropping them", what, sorted(lost)
+        )
+        self.metrics.fenced.inc()
+        self._ownership.lose(lost)
+        return lost
+
+    async def _send_outbox(self, partitions: Iterable[int]) -> None:
+        """Send the outbox of those of ``partitions`` still owned (under the lock)."""
+        assert self._pool is not None and self._outbox is not None
+        try:
+            await self._outbox.drain(self._pool, set(partitions) & self.owned.keys())
+        except Exception as exc:
+            # The rows stay unsent; the next batch, tick or notification sends them in order.
+            log.warning("sending the outbox failed: %s", exc)
+            self.metrics.errors.labels("outbox").inc()
+
+    def _tps(self, partitions: Iterable[int]) -> list[TopicPartition]:
+        return topic_partitions(self.settings.topic_events, partitions)
 
     def _partition_count(self) -> int:
         found = self._consumer.partitions_for_topic(self.settings.topic_events)
         return len(found) if found else self.settings.input_partitions
 
     async def _flush_marks(self) -> None:
-        assert self._pool is not None
+        assert self._pool is not None and self._outbox is not None
         async with self._lock:
             try:
                 await self._outbox.flush_marks(self._pool)
@@ -381,10 +449,11 @@ class Worker(PartitionOwnership):
 
     def _commit_kafka(self) -> None:
         """Commit consumed positions to Kafka in the background, one commit at a time."""
-        if not self._to_commit or (self._commit_task is not None and not self._commit_task.done()):
+        if not self.partitions.pending_commits() or (
+            self._commit_task is not None and not self._commit_task.done()
+        ):
             return
-        offsets, self._to_commit = self._to_commit, {}
-        self._commit_task = asyncio.create_task(self._do_commit(offsets))
+        self._commit_task = asyncio.create_task(self._do_commit(self.partitions.take_commits()))
 
     async def _do_commit(self, offsets: dict[int, int]) -> None:
         faultpoints.reach("before_offsets_commit")
@@ -396,8 +465,6 @@ class Worker(PartitionOwnership):
         except (KafkaError, TimeoutError) as exc:
             # Expected during a rebalance (aiokafka issue 929); PostgreSQL has the positions.
             log.debug("Kafka offset commit skipped: %s", exc)
-
-    # -- rebalance callbacks -------------------------------------------------------------------
 
     # -- background tasks ------------------------------------------------------------------------
 
@@ -417,7 +484,7 @@ class Worker(PartitionOwnership):
         membership can flip, re-planned after batches, at once for newly owned partitions, and at
         least every ``tick_seconds`` (``ticker.TickSchedule``); every ``tick_seconds`` the LISTEN
         reconnect, lag and backlog."""
-        assert self._pool is not None and self._listener is not None
+        assert self._pool is not None and self._listener is not None and self._ticker is not None
         loop = asyncio.get_running_loop()
         period = self.settings.tick_seconds
         plan = TickSchedule(period, loop.time())
@@ -433,21 +500,18 @@ class Worker(PartitionOwnership):
             forced = self._tick_wanted.is_set()
             self._tick_wanted.clear()
             now = loop.time()
-            fresh = {p for p in self.owned if p not in self._unready} - ticked
+            fresh = self.partitions.ready().keys() - ticked
             if forced or now >= plan.due or (fresh and now >= plan.not_before):
                 next_flip = None
                 async with self._lock:
-                    ready = {p: e for p, e in self.owned.items() if p not in self._unready}
+                    ready = self.partitions.ready()
                     if ready:
                         try:
                             done = await self._ticker.tick(ready, plan_ahead=period)
                             self._records.evict(done.changed)
                             next_flip = done.next_flip
                         except _FENCED as exc:
-                            lost = set(getattr(exc, "partitions", None) or ready)
-                            log.warning("ticker fenced on partitions %s; dropping them", sorted(lost))
-                            self.metrics.fenced.inc()
-                            self._lose(lost)
+                            self._fenced(exc, ready, "tick")
                         await self._send_outbox(self.owned)
                 ticked, batches = set(ready), self.batches
                 plan.ticked(loop.time())
@@ -472,10 +536,14 @@ class Worker(PartitionOwnership):
                 await self._send_outbox(notified & set(self.owned))
 
     async def _observe(self) -> None:
-        """Consumer lag per owned partition and the outbox backlog (the gauges)."""
+        """Consumer lag per owned partition, the outbox backlog and its oldest row's age (the gauges)."""
         assert self._pool is not None
         owned = sorted(self.owned)
-        self.metrics.set_backlog(self.owner, await backlog(self._pool, owned))
+        rows, oldest = await backlog(self._pool, owned)
+        self.metrics.set_backlog(self.owner, rows)
+        # The age on the clock that wrote the rows' ``at`` (the worker's; a test may fake it).
+        age = 0.0 if oldest is None else max(0.0, (self.clock.now() - oldest).total_seconds())
+        self.metrics.set_oldest_unsent(self.owner, age)
         tps = [tp for tp in self._tps(owned) if tp in self._consumer.assignment()]
         for tp, lag in (await consumer_lag(self._consumer, tps)).items():
             self.metrics.consumer_lag.labels(str(tp.partition)).set(lag)

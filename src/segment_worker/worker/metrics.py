@@ -7,16 +7,36 @@ one test process (each with its own ``CollectorRegistry``); the CLI uses the def
 from __future__ import annotations
 
 import json
+import platform
 import threading
 from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, Info, make_wsgi_app
+
+from ..events import DLQ_REASONS
 
 _BATCH_SIZES = (1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000)
 _DURATIONS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# Record timestamp → committed / delivered: ~0.1-0.3 s at the bench's rates (PERFORMANCE.md), up to
+# minutes while a backlog drains or after an outage; past 10 min only the count matters.
+_END_TO_END = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+
+# The bounded label values, initialised at start so every series is served before it first counts.
+END_TO_END_STAGES = ("committed", "sent")
+
+
+def build_labels() -> dict[str, str]:
+    """``version`` (the installed package's) and ``python`` of ``segment_worker_build_info``."""
+    try:
+        version = package_version("segment-worker")
+    except PackageNotFoundError:  # running from a source tree without an install
+        version = "unknown"
+    return {"version": version, "python": platform.python_version()}
 
 
 class WorkerMetrics:
@@ -32,8 +52,23 @@ class WorkerMetrics:
             registry=reg,
         )
         self.dlq_records = Counter(
-            "segment_worker_dlq_records", "Records sent to the dead-letter topic", registry=reg
+            "segment_worker_dlq_records",
+            "Records sent to the dead-letter topic, by reason: invalid_json, invalid_event, limit, "
+            "invalid_value, oversized, poison (parsed but failed alone in the worker)",
+            ["reason"],
+            registry=reg,
         )
+        for reason in DLQ_REASONS:  # every series exists from the start (rate() and alerts see 0)
+            self.dlq_records.labels(reason)
+        self.tick_failures = Counter(
+            "segment_worker_tick_failures",
+            "Time-relative re-checks that failed and were skipped while the others went on, by scope "
+            "(workspace: one workspace's segments; partition: a partition's whole tick)",
+            ["scope"],
+            registry=reg,
+        )
+        for scope in ("workspace", "partition"):
+            self.tick_failures.labels(scope)
         self.rekeyed_records = Counter(
             "segment_worker_rekeyed_records",
             "Records whose key was not '<workspace_id>:<customer_id>' of their payload (or that sat in "
@@ -90,9 +125,37 @@ class WorkerMetrics:
             ["stage"],
             registry=reg,
         )
+        self.end_to_end = Histogram(
+            "segment_worker_end_to_end_seconds",
+            "From an input record's Kafka timestamp to its batch committed (stage=committed) or to "
+            "the delivery of a CloudEvent it caused (stage=sent)",
+            ["stage"],
+            buckets=_END_TO_END,
+            registry=reg,
+        )
+        self.outbox_oldest_unsent = Gauge(
+            "segment_worker_outbox_oldest_unsent_seconds",
+            "Age of the oldest unsent outbox row of the partitions this worker owns (0: none)",
+            registry=reg,
+        )
+        self.stuck_partitions = Gauge(
+            "segment_worker_stuck_partitions",
+            "Owned input partitions with lag and no progress for longer than the bound",
+            registry=reg,
+        )
+        self.redis_rebuilds = Counter(
+            "segment_worker_redis_rebuilds",
+            "Times Redis was found empty or lost and rebuilt from PostgreSQL",
+            registry=reg,
+        )
+        self.build_info = Info("segment_worker_build", "segment-worker's version and Python's", registry=reg)
+        self.build_info.info(build_labels())
+        for stage in END_TO_END_STAGES:
+            self.end_to_end.labels(stage)
         # Per lane (``lanes``): several consumers of one process share these metrics.
         self._owned: dict[str, int] = {}
         self._backlog: dict[str, int] = {}
+        self._oldest: dict[str, float] = {}
 
     def set_owned(self, owner: str, count: int) -> None:
         """Report one lane's owned partitions; the gauge is the process's total."""
@@ -103,6 +166,11 @@ class WorkerMetrics:
         """Report one lane's unsent outbox rows; the gauge is the process's total."""
         self._backlog[owner] = rows
         self.outbox_backlog.set(sum(self._backlog.values()))
+
+    def set_oldest_unsent(self, owner: str, seconds: float) -> None:
+        """Report one lane's oldest unsent outbox row age; the gauge is the process's oldest."""
+        self._oldest[owner] = seconds
+        self.outbox_oldest_unsent.set(max(self._oldest.values()))
 
     def forget_lag(self, partitions: set[int] | frozenset[int]) -> None:
         """Drop the lag series of partitions this worker no longer owns."""

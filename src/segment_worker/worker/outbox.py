@@ -14,16 +14,18 @@ import contextlib
 import logging
 from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 
-from .. import faultpoints
+from .. import tracing, faultpoints
 from ..events import render_segment_deleted, segment_deleted_key
 from ..membership_events import TransitionRenderer
 from ..partitioning import partition_for
 from ..stores import TransitionRow, pg_outbox
 from ..stores.unit import OUTBOX_CHANNEL
+from .latency import EndToEnd
 from .metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
@@ -52,16 +54,26 @@ class _Queued:
     futures: list[Any]
     marks: dict[int, int]
     sent: int
+    born: list[float]  # the causing input records' times of the rows we time (``latency``)
 
 
 class OutboxSender:
     """Sends outbox rows with one producer; remembers what was delivered until it is marked."""
 
-    def __init__(self, producer: Any, topic: str, metrics: WorkerMetrics, *, batch_rows: int = 5000) -> None:
+    def __init__(
+        self,
+        producer: Any,
+        topic: str,
+        metrics: WorkerMetrics,
+        *,
+        batch_rows: int = 5000,
+        latency: EndToEnd | None = None,
+    ) -> None:
         self._producer = producer
         self._topic = topic
         self._metrics = metrics
         self._batch_rows = batch_rows
+        self._latency = latency
         self._unmarked: dict[int, int] = {}
         self._renderer = TransitionRenderer()
 
@@ -109,7 +121,8 @@ class OutboxSender:
                     # the end: see fetch_unsent).
                     nxt = pg_outbox.fetch_unsent(conn, parts, limit, after=dict(after))
                     ahead = asyncio.ensure_future(nxt)
-                    pending.append(await self._queue(rows))
+                    with tracing.send_span(self._topic, sorted(after), len(rows)):
+                        pending.append(await self._queue(rows))
                     if len(pending) > 1:
                         await self._settle(pending.pop(0))
                     total += len(rows)
@@ -137,6 +150,8 @@ class OutboxSender:
         futures = []
         marks: dict[int, int] = {}
         sent = 0
+        born: list[float] = []
+        latency = self._latency
 
         async def ship(builder: Any, p: int) -> None:
             # Closed, a batch goes out at once instead of after linger_ms: the caller waits for its
@@ -153,6 +168,9 @@ class OutboxSender:
                 log.exception("outbox row %d cannot be rendered; marking it sent without sending", row.id)
                 continue
             sent += 1
+            if latency is not None and (ts := latency.take(row.partition, row.segment_id, row.customer_id,
+                                                            row.seq)) is not None:
+                born.append(ts)
             p = partition_for(key, count)  # the producer's default partitioner, by key
             builder = builders.get(p)
             if builder is None:
@@ -170,7 +188,7 @@ class OutboxSender:
         for p, builder in builders.items():
             if builder.record_count():
                 await ship(builder, p)
-        return _Queued(futures, marks, sent)
+        return _Queued(futures, marks, sent, born)
 
     async def _settle(self, chunk: _Queued) -> None:
         """Wait until ``chunk`` is delivered, then remember it for marking."""
@@ -179,6 +197,8 @@ class OutboxSender:
         for p, max_id in chunk.marks.items():
             self._unmarked[p] = max(self._unmarked.get(p, 0), max_id)
         self._metrics.outbox_sent.inc(chunk.sent)
+        if self._latency is not None:
+            self._latency.delivered(chunk.born)
 
 
 class OutboxListener:
@@ -235,9 +255,11 @@ class OutboxListener:
             self._conn = None
 
 
-async def backlog(pool: asyncpg.Pool, partitions: Collection[int]) -> int:
-    """Unsent outbox rows of ``partitions`` (the ``outbox_backlog`` gauge)."""
+async def backlog(pool: asyncpg.Pool, partitions: Collection[int]) -> tuple[int, datetime | None]:
+    """Unsent outbox rows of ``partitions`` and the time of the oldest (the ``outbox_backlog`` and
+    ``outbox_oldest_unsent_seconds`` gauges)."""
     if not partitions:
-        return 0
+        return 0, None
     async with pool.acquire() as conn:
-        return await pg_outbox.count_unsent(conn, sorted(partitions))
+        parts = sorted(partitions)
+        return await pg_outbox.count_unsent(conn, parts), await pg_outbox.oldest_unsent(conn, parts)

@@ -26,17 +26,18 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import asyncpg
-from redis.asyncio import Redis
 
 from ..rules.deps import flip_offsets, flip_windows, next_day_flip
 from ..rules.model import Condition, FieldDef, FieldType
 from ..rules.timectx import TimeContext
 from ..state import CustomerKey
 from ..stores import postgres as pg
+from ..stores.redis_client import RedisClient
 from ..stores.unit import partition_unit
-from ..timeutil import utc_ms, zone
+from ..timeutil import shift, utc_ms, zone
 from .catalog_cache import CatalogCache, CatalogEntry
 from .clock import Clock
+from .failures import classify
 from .metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,12 @@ def _condition_candidates(
         # The UTC calendar day, widened to every local day it can be: PostgreSQL's tzdata may differ
         # from zoneinfo's (the evaluators use zoneinfo's offsets), UTC never does.
         md = params.add(sorted(windows.utc_month_days()))
-        local = f"{col} AT TIME ZONE 'UTC'"
+        # ±infinity (how asyncpg stores Python's first and last instants) as those instants.
+        finite = (
+            f"CASE WHEN {col} = '-infinity' THEN timestamptz '0001-01-01 00:00:00+00'"
+            f" WHEN {col} = 'infinity' THEN timestamptz '9999-12-31 23:59:59.999999+00' ELSE {col} END"
+        )
+        local = f"({finite}) AT TIME ZONE 'UTC'"
         selects.append(
             f"{base} AND (extract(month FROM {local}) * 100 + extract(day FROM {local}))::int"
             f" = ANY({md}::int[])"
@@ -133,21 +139,24 @@ Probe = tuple[str, FieldDef, timedelta]  # (workspace id, datetime field, flip o
 
 
 def boundary_sql(
-    probes: Sequence[Probe], after: datetime, partitions: Sequence[int]
+    probes: Sequence[Probe], after: datetime, partitions: Sequence[int], until: datetime | None = None
 ) -> tuple[str, list[object]]:
     """One row: for each probe ``(ws, field, o)``, the smallest value ``v >= after - o`` of ``field``
     among ``partitions``' customers of ``ws`` (NULL when none) — its first flip after ``after`` is
-    ``v + o``. Each column is a min over a ``(workspace_id, …, value)`` btree: one index descent."""
+    ``v + o`` — and, with ``until``, only a ``v <= until - o``, whose flip comes by then (so ``v + o``
+    never leaves datetime's range: 9999-12-28 + 7 days stopped every tick, issue 13). Each column is
+    a min over a ``(workspace_id, …, value)`` btree: one index descent."""
     params = _Params(1)
     parts = params.add(sorted(partitions))
     columns: list[str] = []
     for workspace_id, fd, offset in probes:
-        ws, lo = params.add(workspace_id), params.add(after - offset)
+        ws, lo = params.add(workspace_id), params.add(shift(after, -offset))
+        hi = "" if until is None else f" AND {{v}} <= {params.add(shift(until, -offset))}::timestamptz"
         if fd.is_attribute:
             attr = params.add(fd.attribute_name)
             columns.append(
                 f"(SELECT min(value) FROM customer_times WHERE workspace_id = {ws} AND attr = {attr}"
-                f" AND value >= {lo}::timestamptz AND partition = ANY({parts}::int[]))"
+                f" AND value >= {lo}::timestamptz{hi.format(v='value')} AND partition = ANY({parts}::int[]))"
             )
             continue
         col = fd.key
@@ -155,7 +164,7 @@ def boundary_sql(
             raise ValueError(f"no time index for field {col!r}")
         columns.append(
             f"(SELECT min({col}) FROM customers WHERE workspace_id = {ws}"
-            f" AND {col} >= {lo}::timestamptz AND partition = ANY({parts}::int[]))"
+            f" AND {col} >= {lo}::timestamptz{hi.format(v=col)} AND partition = ANY({parts}::int[]))"
         )
     return "SELECT " + ", ".join(columns), params.values
 
@@ -199,6 +208,19 @@ class TickOutcome:
     # The earliest instant in [now, now + plan_ahead] at which a membership can flip next.
     next_flip: datetime | None = None
 
+    @classmethod
+    def merge(cls, now: datetime, parts: Sequence[TickOutcome]) -> TickOutcome:
+        """One outcome of a tick run partition by partition."""
+        flips = [o.next_flip for o in parts if o.next_flip is not None]
+        return cls(
+            min((o.now for o in parts), default=now),
+            sum(o.segments_checked for o in parts),
+            sum(o.transitions for o in parts),
+            tuple(c for o in parts for c in o.changed),
+            sum(o.seconds for o in parts),
+            min(flips, default=None),
+        )
+
 
 class Ticker:
     """Runs ticks for one worker (call ``tick`` between batches, under the worker's lock)."""
@@ -206,7 +228,7 @@ class Ticker:
     def __init__(
         self,
         pool: asyncpg.Pool,
-        redis: Redis,
+        redis: RedisClient,
         catalogs: CatalogCache,
         clock: Clock,
         metrics: WorkerMetrics,
@@ -227,7 +249,42 @@ class Ticker:
         """Re-check time-relative segments over the partitions in ``epochs`` (fenced by them); with
         ``plan_ahead`` (seconds), also find the next flip up to that far ahead (``TickOutcome.next_flip``).
 
-        Raises ``FencedError`` when another worker claimed one of them (nothing is written)."""
+        Raises ``FencedError`` when another worker claimed one of them (nothing is written), and
+        transient errors. Any other failure is isolated (issue 13), so the rest always ticks: the
+        tick is run again with each workspace in a savepoint, and a workspace that fails is skipped,
+        logged and counted (``segment_worker_tick_failures{scope="workspace"}``); if it still fails,
+        each partition ticks alone and one that fails is skipped the same way (``scope="partition"``).
+        """
+        try:
+            return await self._tick(epochs, plan_ahead, isolate=False)
+        except Exception as exc:
+            if classify(exc) != "poison":
+                raise
+            log.warning("tick over partitions %s failed (%s: %s); ticking each workspace apart",
+                        sorted(epochs), type(exc).__name__, exc)
+        try:
+            return await self._tick(epochs, plan_ahead, isolate=True)
+        except Exception as exc:
+            if classify(exc) != "poison":
+                raise
+            failure = exc
+        outcomes: list[TickOutcome] = []
+        for p in sorted(epochs):
+            try:
+                if len(epochs) == 1:
+                    raise failure
+                outcomes.append(await self._tick({p: epochs[p]}, plan_ahead, isolate=True))
+            except Exception as exc:
+                if classify(exc) != "poison":
+                    raise
+                log.error("tick of partition %d failed; skipped, the other partitions tick: %s: %s",
+                          p, type(exc).__name__, exc, exc_info=exc)
+                self._metrics.tick_failures.labels("partition").inc()
+        return TickOutcome.merge(self._clock.now(), outcomes)
+
+    async def _tick(
+        self, epochs: Mapping[int, int], plan_ahead: float | None, *, isolate: bool
+    ) -> TickOutcome:
         t_start = time.perf_counter()
         now = self._clock.now()
         at = utc_ms(now)
@@ -246,11 +303,22 @@ class Ticker:
             for t0, group in since.items():
                 for entry in entries:
                     checked += len(entry.time_relative)
-                    changed.extend(await self._check(u.conn, entry, t0, now, at, group))
+                    if not isolate:
+                        changed.extend(await self._check(u.conn, entry, t0, now, at, group))
+                        continue
+                    try:
+                        async with u.conn.transaction():  # a savepoint: a failed workspace leaves nothing
+                            changed.extend(await self._check(u.conn, entry, t0, now, at, group))
+                    except Exception as exc:
+                        if classify(exc) != "poison":
+                            raise
+                        log.error("tick of workspace %s over partitions %s failed; skipped, the others tick:"
+                                  " %s: %s", entry.workspace_id, group, type(exc).__name__, exc, exc_info=exc)
+                        self._metrics.tick_failures.labels("workspace").inc()
             if plan_ahead is not None:
                 # Under the tick's partition locks: exactly the values the tick saw, none that a
                 # batch writes afterwards (those are the after-batch re-plans' business).
-                until = now + timedelta(seconds=plan_ahead)
+                until = shift(now, timedelta(seconds=plan_ahead))
                 next_flip = await self._plan(u.conn, entries, parts, now, until)
             await pg.set_ticked_at(u.conn, parts, now)
         self._ticked_at, self._entries = now, entries
@@ -306,12 +374,13 @@ class Ticker:
                     if day is not None and (best is None or day < best):
                         best = day
         if probes:
-            sql, params = boundary_sql(list(probes), after, partitions)
+            sql, params = boundary_sql(list(probes), after, partitions, until)
             row = await conn.fetchrow(sql, *params)
             assert row is not None
             for (_ws, _fd, o), v in zip(probes, row, strict=True):
-                if v is not None and v + o <= until and (best is None or v + o < best):
-                    best = v + o
+                at = None if v is None else shift(v, o)
+                if at is not None and at <= until and (best is None or at < best):
+                    best = at
         return best
 
     async def _check(
