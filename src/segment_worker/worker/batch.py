@@ -24,7 +24,7 @@ from typing import Any
 
 import asyncpg
 
-from .. import tracing, faultpoints
+from .. import faultpoints, tracing
 from ..engine import process
 from ..events import AnyInputEvent, EventError, parse_event
 from ..limits import INSTANT_OUT_OF_RANGE

@@ -19,7 +19,7 @@ from typing import Any
 
 import asyncpg
 
-from .. import tracing, faultpoints
+from .. import faultpoints, tracing
 from ..events import render_segment_deleted, segment_deleted_key
 from ..membership_events import TransitionRenderer
 from ..partitioning import partition_for
