@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 import asyncpg
 from redis.exceptions import RedisError
 
+from .. import faultpoints
 from . import postgres as pg
 from .errors import FencedError, LockTimeoutError, RedisApplyError
 from .pgtimeouts import DEFAULT_TIMEOUTS
@@ -159,8 +160,11 @@ async def partition_unit(
             with contextlib.suppress(Exception):  # a broken connection cannot roll back: it is gone
                 await tx.rollback()
             raise
+        faultpoints.reach("before_pg_commit")
         await tx.commit()  # 4. PostgreSQL
+        faultpoints.reach("after_pg_commit")
         unit.applied_ops = await apply_pending_ops(conn, redis, parts)  # 5. Redis, then unlock
+        faultpoints.reach("after_redis")
 
 
 async def replay_redis_ops(

@@ -24,7 +24,7 @@ from typing import Any
 
 import asyncpg
 
-from .. import tracing
+from .. import faultpoints, tracing
 from ..engine import process
 from ..events import AnyInputEvent, EventError, parse_event
 from ..limits import INSTANT_OUT_OF_RANGE
@@ -352,6 +352,7 @@ class BatchProcessor:
             await pg.write_transitions(u.conn, result.transitions)
             await pg.write_optout(u.conn, optouts)
             await pg.save_offsets(u.conn, self._group, self._topic, s.next_offsets)
+            faultpoints.reach("batch_written")  # test-only (the fault suite): no-op unless armed
             # Records not applied here are delivered before the offsets past them commit, so a
             # crash re-publishes them instead of losing them.
             self._stage = "publishing"

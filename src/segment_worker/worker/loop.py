@@ -39,7 +39,7 @@ from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
-from .. import budget
+from .. import budget, faultpoints
 from ..config import Settings
 from ..errors import FencedError as SwFencedError
 from ..errors import StoreUnavailable
@@ -485,6 +485,7 @@ class Worker:
         self._commit_task = asyncio.create_task(self._do_commit(self.partitions.take_commits()))
 
     async def _do_commit(self, offsets: dict[int, int]) -> None:
+        faultpoints.reach("before_offsets_commit")
         try:
             assigned = self._consumer.assignment()
             valid = {tp: offsets[tp.partition] for tp in self._tps(offsets) if tp in assigned}

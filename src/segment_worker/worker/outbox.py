@@ -19,7 +19,7 @@ from typing import Any
 
 import asyncpg
 
-from .. import tracing
+from .. import faultpoints, tracing
 from ..events import render_segment_deleted, segment_deleted_key
 from ..membership_events import RECORD_HEADERS, TransitionRenderer
 from ..partitioning import partition_for
@@ -194,6 +194,7 @@ class OutboxSender:
     async def _settle(self, chunk: _Queued) -> None:
         """Wait until ``chunk`` is delivered, then remember it for marking."""
         await asyncio.gather(*chunk.futures)
+        faultpoints.reach("after_kafka_send")
         for p, max_id in chunk.marks.items():
             self._unmarked[p] = max(self._unmarked.get(p, 0), max_id)
         self._metrics.outbox_sent.inc(chunk.sent)
