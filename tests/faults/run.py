@@ -49,7 +49,7 @@ class FaultRun:
         conn = await pg.connect(settings.require_database_url())
         redis = Redis.from_url(settings.redis_url)
         ws = await create_workspace(conn, workspace_id, attributes=MIXED_ATTRIBUTES, segments=MIXED_SEGMENTS)
-        await ensure_topics(settings.kafka_bootstrap, settings)
+        await ensure_topics(settings)
         return cls(settings, conn, redis, ws, Cluster(settings, log_dir))
 
     async def produce(self, records: Sequence[Record], log_no: int = 0) -> list[Produced]:

@@ -156,7 +156,7 @@ async def test_broker_restart_is_a_log_that_went_back(
         await asyncio.to_thread(own_servers.restart_broker)
         s = run.settings
         if frozen:
-            await ensure_topics(s.kafka_bootstrap, s)
+            await ensure_topics(s)
             await run.produce([encode(e) for e in after], log_no=1)
             assert all(
                 e > 2 * len(before) // s.input_partitions for e in ends(run.produced[len(before) :]).values()
@@ -167,7 +167,7 @@ async def test_broker_restart_is_a_log_that_went_back(
         async def topic_back() -> bool:
             # Only looks (admin metadata): a producer's metadata request could auto-create it.
             try:
-                return await topic_partition_count(s.kafka_bootstrap, s.topic_events) == s.input_partitions
+                return await topic_partition_count(s, s.topic_events) == s.input_partitions
             except Exception:
                 return False
 
