@@ -7,27 +7,27 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from faults.oracle import Produced
-from helpers.kafka_io import Record, read_topic
+from helpers.kafka_io import Kafka, Record, kafka_settings, read_topic
 from segment_worker.kafka import producer
 
 
-async def produce_tracked(bootstrap: str, topic: str, records: Iterable[Record]) -> list[Produced]:
+async def produce_tracked(bootstrap: Kafka, topic: str, records: Iterable[Record]) -> list[Produced]:
     """Send ``records`` in order (default partitioner, by key) and answer where each one landed."""
     recs = list(records)
-    async with producer(bootstrap, linger_ms=20) as prod:
+    async with producer(kafka_settings(bootstrap), linger_ms=20) as prod:
         futures = [await prod.send(topic, value=v, key=k) for k, v in recs]
         metas = await asyncio.gather(*futures)
     return [Produced(k, v, m.partition, m.offset) for (k, v), m in zip(recs, metas, strict=True)]
 
 
 async def produce_paced(
-    bootstrap: str, topic: str, records: Sequence[Record], *, rate: float, chunk: int = 100
+    bootstrap: Kafka, topic: str, records: Sequence[Record], *, rate: float, chunk: int = 100
 ) -> list[Produced]:
     """Send ``records`` at about ``rate`` records/s, ``chunk`` at a time (a steady stream)."""
     out: list[Produced] = []
     loop = asyncio.get_running_loop()
     start = loop.time()
-    async with producer(bootstrap, linger_ms=5) as prod:
+    async with producer(kafka_settings(bootstrap), linger_ms=5) as prod:
         for i in range(0, len(records), chunk):
             part = records[i : i + chunk]
             futures = [await prod.send(topic, value=v, key=k) for k, v in part]
