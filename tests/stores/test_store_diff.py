@@ -79,8 +79,12 @@ async def test_the_counting_diff_writes_what_the_answering_one_does(conn: asyncp
         await pg.save_states(conn, [state(ws, f"c{i}", p, tags={"vip"} if (i + step) % 2 else set())
                                     for i in range(0, 30, 4)])
         ts = await pg.diff_segment(conn, ws, answered, "A", VIP_SQL, [["vip"]], cause=CAUSE, at=T0)
-        n = await pg.diff_segment_count(conn, ws, counted, "C", VIP_SQL, [["vip"]], cause=CAUSE, at=T0)
-        assert n == len(ts) > 0
+        entered, exited = await pg.diff_segment_tally(
+            conn, ws, counted, "C", VIP_SQL, [["vip"]], cause=CAUSE, at=T0
+        )
+        kinds = [t.kind for t in ts]
+        assert (entered, exited) == (kinds.count("entered"), kinds.count("exited"))
+        assert entered + exited > 0
     written = await conn.fetch(
         "SELECT segment_id, customer_id, seq, kind FROM transitions WHERE segment_id = ANY($1::uuid[])"
         " ORDER BY customer_id, seq", [answered, counted],

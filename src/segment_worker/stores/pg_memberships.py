@@ -211,35 +211,6 @@ async def diff_segment(
     ]
 
 
-async def diff_segment_count(
-    conn: asyncpg.Connection,
-    workspace_id: str,
-    segment_id: UUID,
-    segment_name: str,
-    where_sql: str,
-    params: Sequence[Any],
-    *,
-    partitions: Sequence[int] | None = None,
-    candidates_sql: str | None = None,
-    cause: Mapping[str, str],
-    at: datetime,
-) -> int:
-    """``diff_segment`` answering only how many transitions it wrote: a rule change over a large
-    workspace writes ~100k of them, which its caller need not read back."""
-    entered, exited = await diff_segment_tally(
-        conn,
-        workspace_id,
-        segment_id,
-        segment_name,
-        where_sql,
-        params,
-        partitions=partitions,
-        candidates_sql=candidates_sql,
-        cause=cause,
-        at=at,
-    )
-    return entered + exited
-
 
 async def diff_segment_tally(
     conn: asyncpg.Connection,
@@ -254,7 +225,8 @@ async def diff_segment_tally(
     cause: Mapping[str, str],
     at: datetime,
 ) -> tuple[int, int]:
-    """``diff_segment_count`` by kind: how many customers entered, how many exited."""
+    """``diff_segment`` answering only how many customers entered and how many exited: a rule
+    change over a large workspace writes ~100k transitions, which its caller need not read back."""
     counts = await pg_diff.diff(
         conn,
         workspace_id,

@@ -17,7 +17,6 @@ from .pg_customers import load_records, refresh_customer_times, save_states
 from .pg_memberships import (
     delete_segment_rows,
     diff_segment,
-    diff_segment_count,
     diff_segment_tally,
     insert_redis_ops,
     optout_ops,
@@ -127,7 +126,6 @@ __all__ = [
     "delete_redis_ops",
     "delete_segment_rows",
     "diff_segment",
-    "diff_segment_count",
     "diff_segment_tally",
     "fetch_redis_ops",
     "fetch_unsent",
