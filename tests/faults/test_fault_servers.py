@@ -140,9 +140,10 @@ _OUTPUT_AFTER_RESTART = (
     " recreated output topic in these runs (0 of 1-2 per pair); the embedded broker auto-creates a"
     " topic a producer writes to, before the workers recreate it (seen 7 s after the restart)"
 )
-_RECREATED_UNSEEN = (
-    "open defect: a topic recreated while no worker watched (all frozen or down) is not recognised"
-    " as a new log; stored positions inside the new, longer log skip the records before them"
+_THAWED_MEMBER = (
+    "open defect: positions are checked on assignment only; a worker thawed while still a group"
+    " member and still holding the epoch commits one batch from its in-memory position in the new"
+    " log before the reassignment, skipping the records before it (passes in some runs)"
 )
 
 
@@ -150,7 +151,7 @@ _RECREATED_UNSEEN = (
     "workers",
     [
         pytest.param("running", marks=pytest.mark.xfail(reason=_OUTPUT_AFTER_RESTART, strict=False)),
-        pytest.param("frozen_meanwhile", marks=pytest.mark.xfail(reason=_RECREATED_UNSEEN, strict=True)),
+        pytest.param("frozen_meanwhile", marks=pytest.mark.xfail(reason=_THAWED_MEMBER, strict=False)),
     ],
 )
 async def test_broker_restart_is_a_log_that_went_back(

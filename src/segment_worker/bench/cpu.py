@@ -50,6 +50,7 @@ class KafkaRecord:
     key: bytes
     value: bytes
     headers: tuple[tuple[str, bytes], ...] = ()
+    timestamp: int = -1
 
 
 @dataclass(slots=True)

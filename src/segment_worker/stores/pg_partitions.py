@@ -95,23 +95,50 @@ async def load_positions(
     return valid, void
 
 
-async def save_offsets(conn: asyncpg.Connection, group: str, topic: str, offsets: Mapping[int, int]) -> None:
-    """Store the next offset to consume per partition (in the batch transaction)."""
+async def save_offsets(
+    conn: asyncpg.Connection,
+    group: str,
+    topic: str,
+    offsets: Mapping[int, int],
+    fingerprints: Mapping[int, tuple[int, int]] | None = None,
+) -> None:
+    """Store the next offset to consume per partition (in the batch transaction), with the
+    fingerprint (timestamp, hash) of the record just before it where known (migration 011)."""
     if not offsets:
         return
+    prints = fingerprints or {}
     await conn.execute(
         """
-        INSERT INTO consumer_offsets AS o (group_id, topic, partition, next_offset, incarnation)
-        SELECT $1, $2, p, n, COALESCE((SELECT incarnation FROM kafka_topics WHERE topic = $2), 0)
-        FROM unnest($3::int[], $4::bigint[]) AS x(p, n)
+        INSERT INTO consumer_offsets AS o
+            (group_id, topic, partition, next_offset, incarnation, last_timestamp, last_hash)
+        SELECT $1, $2, p, n, COALESCE((SELECT incarnation FROM kafka_topics WHERE topic = $2), 0), ts, h
+        FROM unnest($3::int[], $4::bigint[], $5::bigint[], $6::bigint[]) AS x(p, n, ts, h)
         ON CONFLICT (group_id, topic, partition)
-        DO UPDATE SET next_offset = EXCLUDED.next_offset, incarnation = EXCLUDED.incarnation
+        DO UPDATE SET next_offset = EXCLUDED.next_offset, incarnation = EXCLUDED.incarnation,
+            last_timestamp = EXCLUDED.last_timestamp, last_hash = EXCLUDED.last_hash
         """,
         group,
         topic,
         list(offsets),
         list(offsets.values()),
+        [prints[p][0] if p in prints else None for p in offsets],
+        [prints[p][1] if p in prints else None for p in offsets],
     )
+
+
+async def load_fingerprints(
+    conn: asyncpg.Connection, group: str, topic: str, partitions: Sequence[int]
+) -> dict[int, tuple[int, int]]:
+    """The fingerprint (timestamp, hash) of the record before each stored position that has one."""
+    rows = await conn.fetch(
+        "SELECT partition, last_timestamp, last_hash FROM consumer_offsets"
+        " WHERE group_id = $1 AND topic = $2 AND partition = ANY($3::int[])"
+        " AND last_timestamp IS NOT NULL AND last_hash IS NOT NULL",
+        group,
+        topic,
+        list(partitions),
+    )
+    return {r["partition"]: (r["last_timestamp"], r["last_hash"]) for r in rows}
 
 
 async def set_ticked_at(conn: asyncpg.Connection, partitions: Sequence[int], at: datetime) -> None:

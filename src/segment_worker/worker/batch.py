@@ -40,6 +40,7 @@ from .deadletter import DeadLetter, Rekeyed, SourceRecord, publish_dead_letters,
 from .failures import classify
 from .latency import EndToEnd
 from .metrics import WorkerMetrics
+from .positions import record_fingerprint
 from .record_cache import RecordCache
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,9 @@ class SortedRecords:
     dead: list[DeadLetter] = field(default_factory=list)
     rekeyed: list[Rekeyed] = field(default_factory=list)
     next_offsets: dict[int, int] = field(default_factory=dict)
+    # Partition → fingerprint of the record at its next offset - 1 (stored with the offset: a log
+    # that went back is found on assignment, positions.seek_stored).
+    last: dict[int, tuple[int, int]] = field(default_factory=dict)
     records: int = 0  # consumer records sorted (all kinds)
 
     @classmethod
@@ -66,6 +70,7 @@ class SortedRecords:
             out.dead += s.dead
             out.rekeyed += s.rekeyed
             out.next_offsets.update(s.next_offsets)
+            out.last.update(s.last)
             out.records += s.records
         return out
 
@@ -83,6 +88,11 @@ class SortedRecords:
         out.dead = [d for d in self.dead if inside(d.source)]
         out.rekeyed = [r for r in self.rekeyed if inside(r.source)]
         out.records = len(out.events) + len(out.dead) + len(out.rekeyed)
+        others: list[DeadLetter | Rekeyed] = [*out.dead, *out.rekeyed]
+        kept: list[Any] = [*out.sources, *(x.source for x in others)]
+        for src in kept:
+            if src.offset == hi - 1:
+                out.last[partition] = record_fingerprint(src)
         return out
 
     def first_offset(self, partition: int) -> int:
@@ -100,9 +110,11 @@ def sort_records(records: Iterable[Any], partitions: int) -> SortedRecords:
     in that key's partition (``partitions`` = the input topic's count): one customer, one writer.
     """
     out = SortedRecords()
+    lasts: dict[int, Any] = {}
     for r in records:
         out.records += 1
         out.next_offsets[r.partition] = r.offset + 1
+        lasts[r.partition] = r
         try:
             ev = parse_event(r.value)
         except EventError as exc:
@@ -114,6 +126,7 @@ def sort_records(records: Iterable[Any], partitions: int) -> SortedRecords:
             continue
         out.events.append(ev)
         out.sources.append(r)
+    out.last = {p: record_fingerprint(r) for p, r in lasts.items()}
     return out
 
 
@@ -317,6 +330,7 @@ class BatchProcessor:
             dead=[*s.dead, letter],
             rekeyed=list(s.rekeyed),
             next_offsets=dict(s.next_offsets),
+            last=dict(s.last),
             records=s.records,
         )
         done.append(await self.run(alone, epochs, partitions))
@@ -351,7 +365,7 @@ class BatchProcessor:
             await pg.save_states(u.conn, states)
             await pg.write_transitions(u.conn, result.transitions)
             await pg.write_optout(u.conn, optouts)
-            await pg.save_offsets(u.conn, self._group, self._topic, s.next_offsets)
+            await pg.save_offsets(u.conn, self._group, self._topic, s.next_offsets, s.last)
             faultpoints.reach("batch_written")  # test-only (the fault suite): no-op unless armed
             # Records not applied here are delivered before the offsets past them commit, so a
             # crash re-publishes them instead of losing them.

@@ -127,13 +127,14 @@ class Ownership:
         await self._replay_fencing_out(sorted(parts))
         async with self.pool.acquire() as conn:
             offsets, void = await pg.load_positions(conn, s.consumer_group, s.topic_events, sorted(parts))
+            prints = await pg.load_fingerprints(conn, s.consumer_group, s.topic_events, sorted(parts))
         for p, stored in sorted(void.items()):
             log.warning(
                 "stored position %d of %s[%d] belongs to a log the broker lost (the topic was"
                 " recreated); continuing from the log start", stored, s.topic_events, p,
             )
         tps = self.tps(parts)
-        await seek_stored(self.consumer, s, tps, offsets)
+        await seek_stored(self.consumer, s, tps, offsets, prints)
         self.records.drop(parts)
         self.state.positioned(parts)
         self.consumer.resume(*tps)
