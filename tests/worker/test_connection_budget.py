@@ -64,6 +64,7 @@ class Sampler:
         self.pg_total = self.redis_total = self.samples = self.others = 0
         self.pg_peak: Counter[str] = Counter()
         self.redis_peak: Counter[str] = Counter()
+        self.pids: dict[str, int] = {}  # worker process id → its index (set once they run)
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -72,8 +73,15 @@ class Sampler:
                 " AND backend_type = 'client backend' AND pid <> pg_backend_pid()",
                 self.database,
             )
-            pg_now = Counter(r[0] for r in rows if r[0].startswith(self.tag))
-            self.others = max(self.others, len(rows) - sum(pg_now.values()))
+            # A worker names its connections after its owner id, "<host>:<pid>:<suffix>"
+            # ("sw-worker <group> <owner>", "sw-listen <owner>"): told apart by pid.
+            pg_now: Counter[str] = Counter()
+            for (name,) in rows:
+                found = re.search(r":(\d+):", name or "")
+                if found and found.group(1) in self.pids:
+                    pg_now[f"{self.tag}-{self.pids[found.group(1)]}"] += 1
+            if self.pids:
+                self.others = max(self.others, len(rows) - sum(pg_now.values()))
             redis_now = Counter(
                 c["name"] for c in await self.redis.client_list() if c.get("name", "").startswith(self.tag)
             )
@@ -117,6 +125,7 @@ async def test_twelve_one_lane_workers_share_the_partitions_within_the_budget(
             args = ("--lanes", "1", "--metrics-port", str(ports[-1]), "--session-timeout-ms", "10000")
             procs.append(WorkerProcess(s, tmp_path / f"worker-{i}.log", extra_args=args).start())
         pids = {str(p.proc.pid): i for i, p in enumerate(procs) if p.proc is not None}
+        sampler.pids = pids
 
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 150
