@@ -21,13 +21,14 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka import errors as kerr
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.conn import CloseReason
 from aiokafka.helpers import create_ssl_context
 
 from .config import Settings
@@ -205,6 +206,30 @@ def create_consumer(
         **overrides,
     }
     return AIOKafkaConsumer(*topics, **options)
+
+
+_BROKEN = (CloseReason.CONNECTION_BROKEN, CloseReason.CONNECTION_TIMEOUT)
+
+
+def on_connection_broken(client: AIOKafkaConsumer | AIOKafkaProducer, callback: Callable[[], None]) -> None:
+    """Call ``callback`` whenever a connection of the unstarted ``client`` to a broker breaks (not
+    when one is closed as idle or on shutdown), synchronously, before aiokafka opens another.
+
+    A broken connection is what a broker restart looks like from here, and the broker may have come
+    back without its logs (the embedded broker keeps them in memory only): the worker then checks
+    its positions and topics before it applies or sends anything more (``worker.topics``).
+    aiokafka has no public hook for it; its client's ``_on_connection_closed``, bound by each
+    connection it opens, is wrapped (``tests/boundaries/test_kafka_connection_broken.py`` goes red
+    if aiokafka changes that)."""
+    inner = client._client if isinstance(client, AIOKafkaConsumer) else client.client
+    wrapped = inner._on_connection_closed
+
+    def closed(conn: Any, reason: Any) -> None:
+        wrapped(conn, reason)
+        if reason in _BROKEN:
+            callback()
+
+    inner._on_connection_closed = closed
 
 
 @asynccontextmanager

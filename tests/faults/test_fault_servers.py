@@ -133,27 +133,7 @@ async def test_redis_wrong_type_key(own_servers: OwnServers, workspace_id: str, 
     await _redis_heals(own_servers, workspace_id, tmp_path, "wrong-type", fault)
 
 
-# Both are open defects of issue 13 (docs/RELIABILITY.md "Open defects"), kept visible here, not
-# dropped: an XPASS of the strict one fails the run, so a fix must remove its mark.
-_OUTPUT_AFTER_RESTART = (
-    "open defect: transitions made after a broker restart that lost its log did not reach the"
-    " recreated output topic in these runs (0 of 1-2 per pair); the embedded broker auto-creates a"
-    " topic a producer writes to, before the workers recreate it (seen 7 s after the restart)"
-)
-_THAWED_MEMBER = (
-    "open defect: positions are checked on assignment only; a worker thawed while still a group"
-    " member and still holding the epoch commits one batch from its in-memory position in the new"
-    " log before the reassignment, skipping the records before it (passes in some runs)"
-)
-
-
-@pytest.mark.parametrize(
-    "workers",
-    [
-        pytest.param("running", marks=pytest.mark.xfail(reason=_OUTPUT_AFTER_RESTART, strict=False)),
-        pytest.param("frozen_meanwhile", marks=pytest.mark.xfail(reason=_THAWED_MEMBER, strict=False)),
-    ],
-)
+@pytest.mark.parametrize("workers", ["running", "frozen_meanwhile"])
 async def test_broker_restart_is_a_log_that_went_back(
     workers: str, own_servers: OwnServers, workspace_id: str, tmp_path: Path
 ) -> None:

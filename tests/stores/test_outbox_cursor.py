@@ -3,24 +3,29 @@ and a pipelined drain against the real broker (every row once, each key in order
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
+from pathlib import Path
 
 import asyncpg
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from prometheus_client import CollectorRegistry
 
 from helpers.kafka_io import read_topic
+from helpers.own_servers import OwnTansu
 from helpers.stores import T0, new_partitions, new_ws
 from segment_worker.config import Settings
-from segment_worker.kafka import producer
+from segment_worker.kafka import create_producer, ensure_topics, on_connection_broken, producer
 from segment_worker.migrate import available, migrate_conn
 from segment_worker.stores import OpKind, RedisOp, pg_outbox
 from segment_worker.stores import postgres as pg
 from segment_worker.worker.metrics import WorkerMetrics
 from segment_worker.worker.outbox import OutboxSender, render_row
+from segment_worker.worker.topics import TopicGuard
 
 _INSERT = (
     "INSERT INTO transitions (partition, workspace_id, segment_id, segment_name, customer_id, seq, kind,"
@@ -138,3 +143,58 @@ async def test_a_drain_does_not_wait_out_the_producers_linger(
             await sender.flush_marks(pool)
     finally:
         await pool.close()
+
+
+async def test_rows_are_held_while_the_broker_may_have_lost_the_topic_and_then_all_arrive(
+    pg_dsn: str, tmp_path: Path
+) -> None:
+    # The embedded broker restarted (its log in memory: the topic is gone). Sent before the
+    # topics are checked, rows would be acknowledged into nothing or into a topic the broker
+    # made up, and marked sent: the guard holds them until the topic is there again.
+    broker = OwnTansu(tmp_path)
+    await broker.start()
+    ws, (part,), topic = new_ws(), new_partitions(1), "outbox"
+    s = Settings(kafka_bootstrap=broker.bootstrap, topic_membership=topic, topic_events="in", topic_dlq="dlq",
+                 input_partitions=4)
+    await ensure_topics(s)
+    pool = await pg.create_pool(pg_dsn, max_size=2)
+    guard = TopicGuard()
+
+    async def rows(first: int) -> dict[int, tuple[bytes, bytes]]:
+        async with pool.acquire() as conn:
+            for c in range(first, first + 20):
+                await conn.execute(_INSERT, part, ws, uuid.uuid4(), f"c{c}", 1, "entered", T0)
+            return {r.id: render_row(r) for r in await pg.fetch_unsent(conn, [part], 1000)}
+
+    try:
+        prod = create_producer(s)
+        on_connection_broken(prod, lambda: guard.suspect("test: connection broke"))
+        await prod.start()
+        try:
+            sender = OutboxSender(prod, topic, WorkerMetrics(CollectorRegistry()), guard=guard)
+            await rows(0)
+            assert await sender.drain(pool, [part]) == 20
+            await sender.flush_marks(pool)
+            after = await rows(20)
+            broker.kill()
+            await broker.start()
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 20
+            while guard.verified:  # the producer notices the broken connection on its next use
+                with contextlib.suppress(Exception):
+                    await sender.drain(pool, [part])
+                assert loop.time() < deadline, "the broken connection was not noticed"
+                await asyncio.sleep(0.1)
+            assert await sender.drain(pool, [part]) == 0  # held
+            ticket = await guard.wait_check(0)
+            await ensure_topics(s)  # what the worker's topics task does
+            guard.confirmed(ticket, recreated=True)
+            assert await sender.drain(pool, [part]) == 20
+            await sender.flush_marks(pool)
+        finally:
+            await prod.stop()
+        records = await read_topic(broker.bootstrap, topic)
+        assert sorted((r.key, r.value) for r in records) == sorted(after.values())
+    finally:
+        await pool.close()
+        broker.kill()

@@ -43,7 +43,7 @@ from .. import budget, faultpoints
 from ..config import Settings
 from ..errors import FencedError as SwFencedError
 from ..errors import StoreUnavailable
-from ..kafka import create_consumer, create_producer, ensure_topics, start_client
+from ..kafka import create_consumer, create_producer, ensure_topics, on_connection_broken, start_client
 from ..logs import partitions_context
 from ..stores import postgres as pg
 from ..stores.errors import FencedError
@@ -63,6 +63,7 @@ from .partitions import PartitionState
 from .positions import consumer_lag
 from .record_cache import RecordCache
 from .ticker import REPLAN_SECONDS, Ticker, TickSchedule
+from .topics import TopicGuard, watch_topics
 from .watch import Watchdog, heal_redis
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,8 @@ class WorkerOptions:
     # that keeps failing or waiting); checked every ``watch_seconds``.
     stuck_seconds: float = 120.0
     watch_seconds: float = 5.0
-    # How often the running worker recreates topics a broker lost (a restart of the in-memory Tansu).
+    # How often the running worker recreates topics a broker lost (a restart of the in-memory Tansu);
+    # also at once when a log is seen to go back (``topics``). 0: only then.
     topics_check_seconds: float = 10.0
     # How often the Redis markers are checked (a Redis that lost data is rebuilt within this plus
     # the rebuild: CONTRACT §6 allows 60 s); 0 disables the check.
@@ -161,6 +163,8 @@ class Worker:
         )
         self._catalogs = CatalogCache()
         self._latency = EndToEnd(self.metrics)
+        self._topics = TopicGuard()
+        self._reposition = False  # a consumer connection broke: re-position before applying
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -192,12 +196,15 @@ class Worker:
             ) from exc
         on_wrong_type(self._redis, lambda _key: self.metrics.errors.labels("redis_wrongtype").inc())
         self._producer = create_producer(s, client_id=f"segment-worker-{self.owner}")
+        on_connection_broken(
+            self._producer, lambda: self._topics.suspect("a connection to the Kafka broker broke")
+        )
         await start_client(self._producer, s, "start producer")
         self._listener = OutboxListener(dsn, application_name=f"sw-listen {self.owner}")
         await self._listener.connect()
         self._outbox = OutboxSender(
             self._producer, s.topic_membership, self.metrics, batch_rows=self.options.outbox_batch_rows,
-            latency=self._latency,
+            latency=self._latency, guard=self._topics,
         )
         self._processor = BatchProcessor(
             pool=pool,
@@ -233,6 +240,7 @@ class Worker:
             max_poll_records=o.max_records,
             fetch_max_wait_ms=o.fetch_max_wait_ms,
         )
+        on_connection_broken(self._consumer, self._connection_broke)
         await start_client(self._consumer, s, "start consumer")
         self._ownership = Ownership(
             settings=s,
@@ -249,6 +257,7 @@ class Worker:
             send_outbox=self._send_outbox,
             on_assigned_done=self.tick_now,
             retry_backoff_seconds=o.retry_backoff_seconds,
+            topics=self._topics,
         )
         self._consumer.subscribe([s.topic_events], listener=RebalanceListener(self._ownership))
         self._tasks = [
@@ -256,8 +265,7 @@ class Worker:
             asyncio.create_task(self._guard("outbox", self._outbox_loop)),
             asyncio.create_task(self._guard("watchdog", self._watchdog)),
         ]
-        if o.topics_check_seconds > 0:
-            self._tasks.append(asyncio.create_task(self._guard("topics", self._recreate_topics)))
+        self._tasks.append(asyncio.create_task(self._guard("topics", self._recreate_topics)))
         if o.redis_check_seconds > 0:
             self._tasks.append(asyncio.create_task(self._guard("redis-heal", self._heal_redis)))
         log.info(
@@ -374,6 +382,19 @@ class Worker:
                     ahead = fetching  # cancelled below
                     break
                 fetched = fetching.result()
+                if self._reposition and self.owned:
+                    # Whatever was fetched may come from a log the broker started again.
+                    self._reposition = False
+                    assert self._ownership is not None
+                    self._ownership.rewind(set(self.owned))
+                    continue
+                if not self._topics.verified:
+                    # The broker may have lost the topics a batch writes (DLQ copies, re-keyed
+                    # records): apply nothing until they are checked (``topics``); the records
+                    # fetched stay valid, positions do not move meanwhile.
+                    self._loop_at = time.monotonic()
+                    while not await self._topics.wait_verified(1.0) and not self._stopping.is_set():
+                        self._loop_at = time.monotonic()
                 if fetched.error is not None:
                     log.warning("fetch failed: %s", fetched.error)
                     self.metrics.errors.labels("fetch").inc()
@@ -402,6 +423,18 @@ class Worker:
                 ahead.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await ahead
+
+    def _connection_broke(self) -> None:
+        """A consumer connection to a broker broke (``kafka.on_connection_broken``): the broker may
+        have restarted without its log, and one grown past a partition's in-memory position would
+        answer the next fetch from there, skipping the records before it — seen with a worker
+        frozen across the restart and thawed while still a group member
+        (``test_broker_restart_is_a_log_that_went_back[frozen_meanwhile]``). So the partitions are
+        re-positioned from PostgreSQL, each checked against the record fingerprinted before its
+        stored position (``seek_stored``), before anything fetched is applied; and the topics are
+        checked. A network blip costs one probe per partition."""
+        self._reposition = True
+        self._topics.suspect("a connection to the Kafka broker broke")
 
     async def _fetch_parsed(self) -> Fetched:
         """``getmany`` (never under the lock), then parse its records."""
@@ -589,26 +622,24 @@ class Worker:
                 wait = min(1.0, self.options.redis_check_seconds)
 
     async def _recreate_topics(self) -> None:
-        """Every ``topics_check_seconds``: create the topics if a broker lost them. A recreated
-        input topic is a new log whose offsets restart at 0: the positions stored for the old one
-        are voided (a new incarnation, migration 010) and the owned partitions re-read from the log
-        start, so no record of the new log is skipped once it grows past an old position (records
-        of the old log applied before are versioned: a replay of them changes nothing)."""
+        """The topics task (``topics.watch_topics``)."""
         assert self._pool is not None and self._ownership is not None
-        s = self.settings
-        while not self._stopping.is_set():
-            await asyncio.sleep(self.options.topics_check_seconds)
-            missing: list[str] = []
-            await ensure_topics(s, missing_out=missing)
-            if not missing:
-                continue
-            log.warning("Kafka topics %s were missing (did the broker lose its data?); recreated them",
-                        missing)
-            if s.topic_events in missing:
-                async with self._pool.acquire() as conn:
-                    await pg.new_incarnation(conn, s.topic_events)
-                async with self._lock:
-                    self._ownership.rewind(set(self.owned))
+        pool, ownership = self._pool, self._ownership
+
+        async def input_recreated() -> None:
+            async with pool.acquire() as conn:
+                await pg.new_incarnation(conn, self.settings.topic_events)
+            async with self._lock:
+                ownership.rewind(set(self.owned))
+
+        async def confirmed() -> None:
+            async with self._lock:
+                await self._send_outbox(self.owned)
+
+        await watch_topics(
+            self.settings, self._topics, self.options.topics_check_seconds,
+            on_input_recreated=input_recreated, on_confirmed=confirmed,
+        )
 
     async def _observe(self) -> None:
         """Consumer lag per owned partition, the outbox backlog and its oldest row's age (the gauges)."""

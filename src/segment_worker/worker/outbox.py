@@ -20,6 +20,7 @@ from typing import Any
 import asyncpg
 
 from .. import faultpoints, tracing
+from ..errors import StoreUnavailable
 from ..events import render_segment_deleted, segment_deleted_key
 from ..membership_events import RECORD_HEADERS, TransitionRenderer
 from ..partitioning import partition_for
@@ -28,6 +29,7 @@ from ..stores.pgtimeouts import DEFAULT_TIMEOUTS
 from ..stores.unit import OUTBOX_CHANNEL
 from .latency import EndToEnd
 from .metrics import WorkerMetrics
+from .topics import TopicGuard
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,11 @@ def render_row(row: TransitionRow, renderer: TransitionRenderer | None = None) -
         row.at,
     )
     return f"{row.workspace_id}:{row.customer_id}".encode(), value
+
+
+class OutputLogLost(StoreUnavailable):
+    """Deliveries that cannot be trusted: answered at offsets the output log had passed already
+    (it was recreated), or settled while the topics were in doubt (``TopicGuard``)."""
 
 
 @dataclass(slots=True)
@@ -69,8 +76,10 @@ class OutboxSender:
         *,
         batch_rows: int = 5000,
         latency: EndToEnd | None = None,
+        guard: TopicGuard | None = None,
     ) -> None:
         self._producer = producer
+        self._guard = guard or TopicGuard()
         self._topic = topic
         self._metrics = metrics
         self._batch_rows = batch_rows
@@ -104,6 +113,11 @@ class OutboxSender:
         order, so a failure never records a later chunk without the earlier ones.
         """
         if not partitions:
+            return 0
+        if not self._guard.verified:
+            # The broker may have lost the topic: sent now, rows could be acknowledged and dropped
+            # (``topics``). They stay unsent; the topics task has them sent once it is checked.
+            log.debug("outbox of %s held: the Kafka topics are being checked", sorted(partitions))
             return 0
         parts = sorted(partitions)
         limit = self._batch_rows
@@ -193,7 +207,14 @@ class OutboxSender:
 
     async def _settle(self, chunk: _Queued) -> None:
         """Wait until ``chunk`` is delivered, then remember it for marking."""
-        await asyncio.gather(*chunk.futures)
+        results = await asyncio.gather(*chunk.futures)
+        # Suspected meanwhile (a broken connection: aiokafka re-sent on a new one, perhaps to a
+        # broker that lost the topic and acknowledges into nothing), or an offset that went back.
+        if not self._guard.verified or not self._guard.delivered(results):
+            raise OutputLogLost(
+                "the output topic went back under the producer (a broker that lost its data); its rows"
+                " are sent again once the topics are checked", context={"topic": self._topic},
+            )
         faultpoints.reach("after_kafka_send")
         for p, max_id in chunk.marks.items():
             self._unmarked[p] = max(self._unmarked.get(p, 0), max_id)

@@ -33,6 +33,7 @@ from .outbox import OutboxSender
 from .partitions import PartitionState
 from .positions import seek_stored
 from .record_cache import RecordCache
+from .topics import TopicGuard
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,7 @@ class Ownership:
     send_outbox: Callable[[Iterable[int]], Awaitable[None]]
     on_assigned_done: Callable[[], None]  # newly owned partitions are ticked at once
     retry_backoff_seconds: float
+    topics: TopicGuard  # suspected when an input log went back: the broker lost its data
 
     def tps(self, partitions: Iterable[int]) -> list[TopicPartition]:
         """The input topic's ``TopicPartition`` of each of ``partitions``, in order."""
@@ -134,7 +136,9 @@ class Ownership:
                 " recreated); continuing from the log start", stored, s.topic_events, p,
             )
         tps = self.tps(parts)
-        await seek_stored(self.consumer, s, tps, offsets, prints)
+        if lost := await seek_stored(self.consumer, s, tps, offsets, prints):
+            first = min(lost, key=lambda tp: tp.partition)
+            self.topics.suspect(f"the input log {first.topic}[{first.partition}] went back")
         self.records.drop(parts)
         self.state.positioned(parts)
         self.consumer.resume(*tps)

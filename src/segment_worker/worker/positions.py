@@ -127,12 +127,12 @@ async def seek_stored(
     tps: Sequence[TopicPartition],
     offsets: Mapping[int, int],
     fingerprints: Mapping[int, tuple[int, int]] | None = None,
-) -> None:
+) -> set[TopicPartition]:
     """Seek each partition to its stored next offset; to the log start when none is stored, when
     the stored one lies past the log end (a broker that lost its data), or when the record before
     it is not the one consumed there (its stored fingerprint: a log recreated while no worker
-    watched it, issue 13) — the last two logged as warnings. Events are versioned: a replay from
-    the log start changes nothing."""
+    watched it, issue 13) — the last two logged as warnings, and answered (the log went back).
+    Events are versioned: a replay from the log start changes nothing."""
     prints = fingerprints or {}
     # A stored fingerprint checks the record before the position itself, which also tells a
     # position past the log end; positions stored without one (before migration 011) get the
@@ -149,6 +149,7 @@ async def seek_stored(
         if tp not in checked and offsets.get(tp.partition, 0) > ends[tp]
     }
     inside = await log_reaches(settings, beyond) if beyond else set()
+    lost: set[TopicPartition] = set()
     for tp in tps:
         stored = offsets.get(tp.partition)
         if tp in beyond and tp not in inside:
@@ -160,6 +161,7 @@ async def seek_stored(
                 tp.partition,
             )
             stored = None
+            lost.add(tp)
         elif tp in went_back:
             log.warning(
                 "the record before stored position %d of %s[%d] is missing or not the one consumed"
@@ -169,10 +171,12 @@ async def seek_stored(
                 tp.partition,
             )
             stored = None
+            lost.add(tp)
         if stored is None:
             await consumer.seek_to_beginning(tp)
         else:
             consumer.seek(tp, stored)
+    return lost
 
 
 async def consumer_lag(consumer: Any, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
