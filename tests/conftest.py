@@ -16,18 +16,16 @@ get unique names (``unique_name``, ``unique_settings``).
 from __future__ import annotations
 
 import os
-import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Protocol
 
-import asyncpg
 import pytest
 
 from helpers.containers import ContainerStack, backend
+from helpers.databases import private_database
 from segment_worker.config import Settings
 from segment_worker.embedded import EmbeddedStack
-from segment_worker.migrate import migrate
 
 
 class ServerStack(Protocol):
@@ -44,12 +42,6 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _from_env(name: str) -> str | None:
     return os.environ.get(f"SEGMENT_WORKER_{name}") or None
-
-
-def with_database(dsn: str, database: str) -> str:
-    """``dsn`` pointing at another database (query parameters kept)."""
-    parts = urllib.parse.urlsplit(dsn)
-    return urllib.parse.urlunsplit(parts._replace(path="/" + database))
 
 
 @pytest.fixture(scope="session")
@@ -81,37 +73,15 @@ def pg_server_dsn(server_stack: ServerStack) -> str:
 @pytest.fixture(scope="session")
 async def pg_dsn(pg_server_dsn: str) -> AsyncIterator[str]:
     """A fresh, migrated database for this session, dropped at its end."""
-    name = f"sw_test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(pg_server_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    dsn = with_database(pg_server_dsn, name)
-    await migrate(dsn)
-    yield dsn
-    admin = await asyncpg.connect(pg_server_dsn)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with private_database(pg_server_dsn, "sw_test") as dsn:
+        yield dsn
 
 
 @pytest.fixture
 async def empty_database(pg_server_dsn: str) -> AsyncIterator[str]:
     """A new database with no schema (not migrated) for one test, dropped after it."""
-    name = f"sw_empty_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(pg_server_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    yield with_database(pg_server_dsn, name)
-    admin = await asyncpg.connect(pg_server_dsn)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with private_database(pg_server_dsn, "sw_empty", migrated=False) as dsn:
+        yield dsn
 
 
 @pytest.fixture(scope="session")

@@ -4,17 +4,14 @@ workspaces sees only theirs)."""
 
 from __future__ import annotations
 
-import urllib.parse
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 
+from helpers.databases import private_database
 from helpers.redis_cluster import RedisClusterProcesses
 from segment_worker.config import Settings
-from segment_worker.migrate import migrate
 from segment_worker.service.context import ServiceContext
 
 
@@ -38,20 +35,8 @@ def redis_cluster_url(redis_cluster: RedisClusterProcesses) -> str:
 @pytest.fixture(scope="session")
 async def cluster_pg_dsn(pg_server_dsn: str) -> AsyncIterator[str]:
     """A fresh, migrated database for the cluster tests, dropped at the end of the session."""
-    name = f"sw_cluster_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(pg_server_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    dsn = urllib.parse.urlunsplit(urllib.parse.urlsplit(pg_server_dsn)._replace(path="/" + name))
-    await migrate(dsn)
-    yield dsn
-    admin = await asyncpg.connect(pg_server_dsn)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with private_database(pg_server_dsn, "sw_cluster") as dsn:
+        yield dsn
 
 
 @pytest.fixture

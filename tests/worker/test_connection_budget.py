@@ -19,13 +19,13 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
+from helpers.databases import private_database
 from helpers.harness import WorkerProcess
 from helpers.kafka_io import produce
 from helpers.scenario import T0, create_workspace, encode, event, wait_caught_up
 from segment_worker import budget
 from segment_worker.config import Settings
 from segment_worker.embedded import free_port
-from segment_worker.migrate import migrate
 from segment_worker.stores import postgres as pg
 from segment_worker.stores.keys import segment_key
 
@@ -39,20 +39,8 @@ CUSTOMERS = 1200
 @pytest.fixture
 async def budget_db(pg_server_dsn: str) -> AsyncIterator[str]:
     """A migrated database of this test alone: every backend on it is one of its workers'."""
-    name = f"sw_budget_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(pg_server_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    dsn = pg_server_dsn.rsplit("/", 1)[0] + f"/{name}"
-    await migrate(dsn)
-    yield dsn
-    admin = await asyncpg.connect(pg_server_dsn)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with private_database(pg_server_dsn, "sw_budget") as dsn:
+        yield dsn
 
 
 class Sampler:

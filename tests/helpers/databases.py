@@ -1,0 +1,43 @@
+"""Databases of their own for tests: created on a PostgreSQL server, migrated or not, dropped after.
+The session's database, the empty one migrations are tested on, the Redis Cluster tests' and the
+connection-budget test's (every backend on it is one of its workers') all come from here."""
+
+from __future__ import annotations
+
+import urllib.parse
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+
+from segment_worker.migrate import migrate
+
+
+def with_database(dsn: str, database: str) -> str:
+    """``dsn`` pointing at ``database`` instead (query parameters kept)."""
+    parts = urllib.parse.urlsplit(dsn)
+    return urllib.parse.urlunsplit(parts._replace(path="/" + database))
+
+
+@asynccontextmanager
+async def private_database(server_dsn: str, prefix: str, *, migrated: bool = True) -> AsyncIterator[str]:
+    """A new database ``<prefix>_<random>`` on ``server_dsn``'s server (migrated unless told
+    otherwise): its DSN, and the database dropped on exit, connections and all."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(server_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    dsn = with_database(server_dsn, name)
+    try:
+        if migrated:
+            await migrate(dsn)
+        yield dsn
+    finally:
+        admin = await asyncpg.connect(server_dsn)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
