@@ -76,3 +76,14 @@ async def test_without_a_suspicion_a_check_waits_its_period() -> None:
     assert loop.time() - started >= 0.19
     g.confirmed(0, recreated=False)
     assert g.verified
+
+
+async def test_a_check_that_failed_is_due_again_at_once_while_the_guard_is_closed() -> None:
+    g = TopicGuard()
+    g.suspect("test")
+    await g.wait_check(60)
+    # The check raised (the broker still down): nothing confirmed; the next one does not wait
+    # out the period with sends and batches held.
+    ticket = await asyncio.wait_for(g.wait_check(60), 1)
+    g.confirmed(ticket, recreated=False)
+    assert g.verified

@@ -92,10 +92,12 @@ class TopicGuard:
         return self._verified.is_set()
 
     async def wait_check(self, period: float) -> int:
-        """Until the next check is due: ``period`` seconds (0: never), or at once when suspected.
-        Answers the check's ticket for ``confirmed``."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._check.wait(), period if period > 0 else None)
+        """Until the next check is due: ``period`` seconds (0: never), or at once when suspected
+        — or while the guard is still closed (the check before failed: the caller's restart
+        backoff paces the retries). Answers the check's ticket for ``confirmed``."""
+        if self._verified.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._check.wait(), period if period > 0 else None)
         self._check.clear()
         return self._suspicions
 
