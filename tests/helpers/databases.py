@@ -4,20 +4,14 @@ connection-budget test's (every backend on it is one of its workers') all come f
 
 from __future__ import annotations
 
-import urllib.parse
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import asyncpg
 
+from segment_worker.bench.servers import with_database
 from segment_worker.migrate import migrate
-
-
-def with_database(dsn: str, database: str) -> str:
-    """``dsn`` pointing at ``database`` instead (query parameters kept)."""
-    parts = urllib.parse.urlsplit(dsn)
-    return urllib.parse.urlunsplit(parts._replace(path="/" + database))
 
 
 @asynccontextmanager

@@ -382,8 +382,9 @@ class Worker:
                     ahead = fetching  # cancelled below
                     break
                 fetched = fetching.result()
-                if self._reposition and self.owned:
-                    # Whatever was fetched may come from a log the broker started again.
+                if self._reposition:
+                    # Whatever was fetched may come from a log the broker started again. Partitions
+                    # assigned later are positioned from PostgreSQL anyway.
                     self._reposition = False
                     assert self._ownership is not None
                     self._ownership.rewind(set(self.owned))

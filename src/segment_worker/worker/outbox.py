@@ -212,8 +212,9 @@ class OutboxSender:
         # broker that lost the topic and acknowledges into nothing), or an offset that went back.
         if not self._guard.verified or not self._guard.delivered(results):
             raise OutputLogLost(
-                "the output topic went back under the producer (a broker that lost its data); its rows"
-                " are sent again once the topics are checked", context={"topic": self._topic},
+                "deliveries to the output topic cannot be trusted (a broken broker connection, or an"
+                " offset that went back: a broker that lost its data); their rows are sent again once"
+                " the topics are checked", context={"topic": self._topic},
             )
         faultpoints.reach("after_kafka_send")
         for p, max_id in chunk.marks.items():

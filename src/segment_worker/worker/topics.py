@@ -8,6 +8,8 @@ the outbox sent between a broker restart and the next check was lost while marke
 Kafka answers ``UNKNOWN_TOPIC_OR_PARTITION`` instead and aiokafka retries, but the guard costs
 nothing there. It is closed (``suspect``) when
 
+- a connection of the worker's consumer or producer to the broker breaks (``kafka.
+  on_connection_broken``): what a broker restart looks like from the worker;
 - positioning finds that the input log went back (its stored position is past the end, or the
   record before it is another one): the broker lost its data, so the output and DLQ topics too;
 - a delivery answers an offset at or below one delivered before to the same partition: a log
@@ -17,9 +19,10 @@ and while it is closed the outbox sends nothing and the batch loop applies nothi
 task then checks (and recreates) the topics at once instead of at its next period, reopens the
 guard and has the outbox sent.
 
-Who calls what: the outbox calls ``verified`` and ``delivered``; ownership ``suspect``; the batch
-loop ``wait_verified``; ``watch_topics`` (the worker's background task) ``wait_check`` and
-``confirmed``. All of it runs on the worker's event loop.
+Who calls what: the outbox calls ``verified`` and ``delivered``; ownership and the worker's
+connection callbacks ``suspect``; the batch loop ``verified`` and ``wait_verified``;
+``watch_topics`` (the worker's background task) ``wait_check`` and ``confirmed``. All of it runs
+on the worker's event loop.
 """
 
 from __future__ import annotations
