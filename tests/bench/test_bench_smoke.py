@@ -239,7 +239,13 @@ async def test_bench_smoke(
     # The report: JSON, tables, chart.
     doc = json.loads(json.dumps(r.to_json()))
     names = {t["name"] for t in doc["targets"]}
-    assert names >= {"end-to-end, 1 worker", "latency p99", "time flips visible"}
+    assert names >= {
+        "1 worker vs faust agent", "1 worker vs batched upsert ceiling", "PostgreSQL CPU per event, 1 worker",
+        "worker CPU per event, 1 worker", "latency p99", "rule change", "time flips visible", "worker RSS",
+    }
+    measured = {t["name"]: t for t in doc["targets"]}
+    assert measured["1 worker vs batched upsert ceiling"]["met"] is not None  # both measured here
+    assert measured["worker CPU per event, 1 worker"]["measured"].endswith(" µs")
     console = Console(file=io.StringIO(), width=140)
     console.print(results_table(r))
     console.print(targets_table(r))

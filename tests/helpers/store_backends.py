@@ -115,7 +115,7 @@ class PgRedisStore:
         batch.check_partitions()
         async with partition_unit(self._pool, self._redis, batch.partitions, fence=fence) as u:
             await pg.save_states(u.conn, batch.states)
-            await pg.write_transitions(u.conn, batch.transitions)
+            await u.write_transitions(batch.transitions)
             await pg.write_optout(u.conn, batch.optouts)
 
     async def fetch_unsent(self, partitions: Sequence[int], limit: int) -> list[TransitionRow]:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from uuid import UUID
 
 from segment_worker.state import CustomerState, Transition
@@ -109,3 +111,12 @@ def transition(
         cause={"kind": "event", "event_id": f"e-{seq}"},
         at=at,
     )
+
+
+async def redis_applied(conn: Any, partitions: Sequence[int]) -> None:
+    """Mark every pending Redis op of ``partitions`` applied without applying it (what a unit's
+    step 5 records after Redis took them): their outbox rows may then be sent."""
+    from segment_worker.stores import postgres as pg
+
+    ops = await pg.fetch_redis_ops(conn, partitions)
+    await pg.settle_redis_ops(conn, partitions, pg.max_ids(ops), "sw_outbox")

@@ -17,11 +17,11 @@ from prometheus_client import CollectorRegistry
 
 from helpers.kafka_io import read_topic
 from helpers.own_servers import OwnTansu
-from helpers.stores import T0, new_partitions, new_ws
+from helpers.stores import T0, new_partitions, new_ws, redis_applied
 from segment_worker.config import Settings
 from segment_worker.kafka import create_producer, ensure_topics, on_connection_broken, producer
 from segment_worker.migrate import available, migrate_conn
-from segment_worker.stores import OpKind, RedisOp, pg_outbox
+from segment_worker.stores import pg_outbox
 from segment_worker.stores import postgres as pg
 from segment_worker.worker.metrics import WorkerMetrics
 from segment_worker.worker.outbox import OutboxSender, render_row
@@ -96,7 +96,7 @@ async def test_a_pipelined_drain_sends_every_row_once_and_each_key_in_order(
                         kind = "entered" if seq % 2 else "exited"
                         await conn.execute(_INSERT, p, ws, seg, f"c{p}-{c}", seq, kind, T0)
             # The last partition's Redis ops are pending: it must wait.
-            await pg.insert_redis_ops(conn, [RedisOp(parts[2], OpKind.SADD, "k", "c")])
+            await redis_applied(conn, parts[:2])
             expected = {r.id: render_row(r) for r in await pg.fetch_unsent(conn, parts[:2], 1000)}
         async with producer(Settings(kafka_bootstrap=kafka_bootstrap)) as prod:
             sender = OutboxSender(prod, topic, WorkerMetrics(CollectorRegistry()), batch_rows=7)
@@ -107,7 +107,7 @@ async def test_a_pipelined_drain_sends_every_row_once_and_each_key_in_order(
             assert await sender.drain(pool, parts) == 0  # …before the next read
             async with pool.acquire() as conn:
                 assert await pg_outbox.count_unsent(conn, parts) == 40
-                await pg.delete_redis_ops(conn, pg.max_ids(await pg.fetch_redis_ops(conn, parts)))
+                await redis_applied(conn, parts)
                 expected |= {r.id: render_row(r) for r in await pg.fetch_unsent(conn, parts, 1000)}
             assert await sender.drain(pool, parts) == 40
             await sender.flush_marks(pool)
@@ -134,6 +134,7 @@ async def test_a_drain_does_not_wait_out_the_producers_linger(
         async with pool.acquire() as conn:
             for c in range(20):
                 await conn.execute(_INSERT, part, ws, uuid.uuid4(), f"c{c}", 1, "entered", T0)
+            await redis_applied(conn, [part])
         async with producer(Settings(kafka_bootstrap=kafka_bootstrap), linger_ms=2000) as prod:
             await prod.partitions_for(topic)  # creates the topic: its metadata is not timed
             sender = OutboxSender(prod, topic, WorkerMetrics(CollectorRegistry()))
@@ -164,6 +165,7 @@ async def test_rows_are_held_while_the_broker_may_have_lost_the_topic_and_then_a
         async with pool.acquire() as conn:
             for c in range(first, first + 20):
                 await conn.execute(_INSERT, part, ws, uuid.uuid4(), f"c{c}", 1, "entered", T0)
+            await redis_applied(conn, [part])
             return {r.id: render_row(r) for r in await pg.fetch_unsent(conn, [part], 1000)}
 
     try:

@@ -40,9 +40,10 @@ async def test_a_full_diff_queues_one_op_row_per_partition_and_direction(conn: a
         (p, int(OpKind.SADD), None, ["a1", "a2"]), (q, int(OpKind.SADD), None, ["b1"]),
         (p, int(OpKind.SREM), None, ["a1"]), (q, int(OpKind.SADD), None, ["b2"]),
     ])
-    # Expanded per member, in commit order: a1's SREM comes after its SADD.
+    # Expanded per member, in commit order (each diff's transitions, then its rows): a1's SREMs
+    # come after its SADDs.
     ops = [(o.op, o.member) for o in await pg.fetch_redis_ops(conn, [p]) if o.member == "a1"]
-    assert ops == [(OpKind.SADD, "a1"), (OpKind.SREM, "a1")]
+    assert ops == [(OpKind.SADD, "a1")] * 2 + [(OpKind.SREM, "a1")] * 2
 
 
 async def test_full_scan_and_candidate_diffs_agree(conn: asyncpg.Connection) -> None:

@@ -4,10 +4,11 @@ real database; each test runs in a transaction that is rolled back."""
 from __future__ import annotations
 
 import uuid
+from unittest.mock import ANY
 
 import asyncpg
 
-from helpers.stores import T0, new_partitions, new_ws, transition
+from helpers.stores import T0, new_partitions, new_ws, redis_applied, transition
 from segment_worker.stores import OpKind, RedisOp, pg_outbox
 from segment_worker.stores import postgres as pg
 
@@ -56,12 +57,12 @@ async def test_outbox_waits_for_redis_ops_and_marks_sent_per_partition(conn: asy
     )
     # Redis ops of both partitions are pending: Kafka must wait for Redis.
     assert await pg.fetch_unsent(conn, [p, q], 10) == []
-    ops = await pg.fetch_redis_ops(conn, [p, q])
-    assert await pg.delete_redis_ops(conn, pg.max_ids([o for o in ops if o.partition == p])) == 1
+    assert len(await pg.fetch_redis_ops(conn, [p, q])) == 3
+    await redis_applied(conn, [p])
     rows = await pg.fetch_unsent(conn, [p, q], 10)
     assert [(r.customer_id, r.seq, r.kind) for r in rows] == [("c1", 1, "entered"), ("c1", 2, "exited")]
     assert rows[0].id < rows[1].id and rows[0].segment_id == seg and rows[0].at == T0
-    await pg.delete_redis_ops(conn, pg.max_ids(ops))
+    await redis_applied(conn, [q])
     rows = await pg.fetch_unsent(conn, [p, q], 2)
     assert [(r.customer_id, r.partition) for r in rows] == [("c1", p), ("c2", q)]  # id order, limit
     assert await pg.mark_sent(conn, {p: rows[0].id}) == 1
@@ -71,8 +72,11 @@ async def test_outbox_waits_for_redis_ops_and_marks_sent_per_partition(conn: asy
     assert await pg.fetch_unsent(conn, [p, q], 10) == []
 
 
-async def _insert(conn: asyncpg.Connection, ws: str, partition: int, n: int) -> list[int]:
-    """``n`` outbox rows of one partition (customers c0…, seq 1); answers their ids."""
+async def _insert(
+    conn: asyncpg.Connection, ws: str, partition: int, n: int, *, applied: bool = True
+) -> list[int]:
+    """``n`` outbox rows of one partition (customers c1…, seq 1), their Redis ops applied unless
+    ``applied`` is false; answers their ids."""
     rows = await conn.fetch(
         "INSERT INTO transitions (partition, workspace_id, segment_id, segment_name, customer_id, seq, kind,"
         " cause, at) SELECT $1, $2, $3, 'S', 'c' || i, 1, 'entered', '{\"kind\": \"manual\"}', $4"
@@ -83,6 +87,8 @@ async def _insert(conn: asyncpg.Connection, ws: str, partition: int, n: int) -> 
         T0,
         n,
     )
+    if applied:
+        await redis_applied(conn, [partition])
     return sorted(r["id"] for r in rows)
 
 
@@ -114,11 +120,15 @@ async def test_a_partition_with_pending_redis_ops_yields_nothing_until_they_are_
     p, q = new_partitions(2)
     ids_p = await _insert(conn, ws, p, 2)
     ids_q = await _insert(conn, ws, q, 2)
+    # Committed after the Redis cursor moved (a unit whose Redis step failed): p's new rows wait,
+    # its older ones and q's go.
     await pg.insert_redis_ops(conn, [RedisOp(p, OpKind.SADD, "k", "c0")])
-    assert [r.id for r in await pg.fetch_unsent(conn, [p, q], 10)] == ids_q
-    assert await pg_outbox.count_unsent(conn, [p]) == 2  # the backlog still counts them
-    await pg.delete_redis_ops(conn, pg.max_ids(await pg.fetch_redis_ops(conn, [p])))
+    more_p = await _insert(conn, ws, p, 1, applied=False)
     assert [r.id for r in await pg.fetch_unsent(conn, [p, q], 10)] == sorted(ids_p + ids_q)
+    assert await pg_outbox.count_unsent(conn, [p]) == 3  # the backlog still counts them
+    assert [(o.key, o.member) for o in await pg.fetch_redis_ops(conn, [p])] == [("k", "c0"), (ANY, "c1")]
+    await redis_applied(conn, [p])
+    assert [r.id for r in await pg.fetch_unsent(conn, [p, q], 10)] == sorted(ids_p + ids_q + more_p)
 
 
 async def test_reading_on_past_queued_rows_returns_each_row_once_in_partition_order(

@@ -91,8 +91,7 @@ async def _seed(pool: asyncpg.Pool, redis: Redis, ws: str) -> tuple[uuid.UUID, u
                 T0,
             )
         await pg.save_states(u.conn, [state(ws, f"c{i}", p, marketing_opt_out=(i == 1)) for i in range(1, 5)])
-        await pg.write_transitions(
-            u.conn,
+        await u.write_transitions(
             [transition(ws, seg, f"c{i}", p, 1, "entered") for i in range(1, 5)]
             + [transition(ws, seg, "c4", p, 2, "exited")],
         )

@@ -62,7 +62,7 @@ async def test_two_units_on_one_partition_run_one_after_the_other(
         async with partition_unit(pool, redis, [p]) as u:
             log.append("a-in")
             a_in.set()
-            await pg.write_transitions(u.conn, [transition(ws, seg, "c1", p, 1, "entered")])
+            await u.write_transitions([transition(ws, seg, "c1", p, 1, "entered")])
             await release_a.wait()
             log.append("a-body-done")
 
@@ -73,7 +73,7 @@ async def test_two_units_on_one_partition_run_one_after_the_other(
             rec = (await pg.load_records(u.conn, [(ws, "c1")]))[(ws, "c1")]
             seen_by_b["seq"] = rec.memberships[seg].seq
             seen_by_b["redis"] = await read_set(redis, key)
-            await pg.write_transitions(u.conn, [transition(ws, seg, "c1", p, 2, "exited")])
+            await u.write_transitions([transition(ws, seg, "c1", p, 2, "exited")])
         log.append("b-out")
 
     task_a = asyncio.create_task(unit_a())
@@ -123,7 +123,7 @@ async def test_an_exception_rolls_back_and_applies_nothing(
     with pytest.raises(RuntimeError, match="boom"):
         async with partition_unit(pool, redis, [p]) as u:
             await pg.save_states(u.conn, [state(ws, "c1", p, tags={"vip"})])
-            await pg.write_transitions(u.conn, [transition(ws, seg, "c1", p, 1, "entered")])
+            await u.write_transitions([transition(ws, seg, "c1", p, 1, "entered")])
             raise RuntimeError("boom")
     assert await redis.exists(key) == 0
     async with pool.acquire() as conn:
@@ -150,8 +150,7 @@ async def test_redis_outage_after_commit_leaves_ops_that_replay_applies(
     try:
         with pytest.raises(RedisApplyError) as err:
             async with partition_unit(pool, dead, [p, q]) as u:
-                await pg.write_transitions(
-                    u.conn,
+                await u.write_transitions(
                     [transition(ws, seg, "c1", p, 1, "entered"), transition(ws, seg, "c2", q, 1, "entered")],
                 )
         assert err.value.retriable and err.value.partitions == [p, q]
@@ -176,7 +175,7 @@ async def test_redis_outage_after_commit_leaves_ops_that_replay_applies(
         assert await asyncio.wait_for(notes.get(), 5) == str(p)
         # The next ordinary unit on q applies q's leftovers before its own writes.
         async with partition_unit(pool, redis, [q]) as u:
-            await pg.write_transitions(u.conn, [transition(ws, seg, "c3", q, 1, "entered")])
+            await u.write_transitions([transition(ws, seg, "c3", q, 1, "entered")])
         assert u.applied_ops == 2
         assert await read_set(redis, key) == {"c1", "c2", "c3"}
         assert await replay_redis_ops(pool, redis, [p, q]) == 0
@@ -199,13 +198,13 @@ async def test_an_old_epoch_cannot_write(
     assert new[p] == old[p] + 1
     with pytest.raises(FencedError) as err:
         async with partition_unit(pool, redis, [p], fence=old) as u:
-            await pg.write_transitions(u.conn, [transition(ws, seg, "c1", p, 1, "entered")])
+            await u.write_transitions([transition(ws, seg, "c1", p, 1, "entered")])
     assert not err.value.retriable and err.value.partitions == [p] and err.value.found == new
     async with pool.acquire() as conn:
         assert (await pg.segment_member_counts(conn, [seg]))[seg] == 0
     async with partition_unit(pool, redis, [p], fence=new) as u:
         assert u.generations == {p: 0}
-        await pg.write_transitions(u.conn, [transition(ws, seg, "c1", p, 1, "entered")])
+        await u.write_transitions([transition(ws, seg, "c1", p, 1, "entered")])
     assert await read_set(redis, key) == {"c1"}
 
 

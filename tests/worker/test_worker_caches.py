@@ -64,8 +64,7 @@ async def test_other_writers_are_sent_at_once_and_invalidate_caches(
             # An API call adds c1 to the static segment: its own unit, generation bump, NOTIFY.
             p = customer_partition(ws, "c1", s.input_partitions)
             async with partition_unit(pool, redis, [p], bump_generation=True) as u:
-                await pg.write_transitions(
-                    u.conn,
+                await u.write_transitions(
                     [Transition(ws, static, "Hand picked", "c1", p, 1, "entered", {"kind": "manual"}, now)],
                 )
             loop = asyncio.get_running_loop()

@@ -253,9 +253,13 @@ async def locked_snapshot(ctx: ServiceContext, ws: Workspace) -> Snapshot:
         for sid, want in expected.items():
             stored = members(await membership_rows(conn, sid))
             out[sid] = (stored, await read_set(ctx.redis, segment_key(ws.id, sid)), want)
+        # Committed Redis ops not applied: redis_ops rows, transitions past their Redis cursor.
         pending = await conn.fetchval(
-            "SELECT count(*) FROM redis_ops WHERE key = ANY($1::text[])",
+            "SELECT (SELECT count(*) FROM redis_ops WHERE key = ANY($1::text[]))"
+            " + (SELECT count(*) FROM transitions t LEFT JOIN redis_cursors c ON c.partition = t.partition"
+            "    WHERE t.segment_id = ANY($2::uuid[]) AND t.id > COALESCE(c.applied_id, 0))",
             [segment_key(ws.id, sid) for sid in ws.rules],
+            list(ws.rules),
         )
     return Snapshot(out, pending)
 

@@ -65,8 +65,9 @@ class LockTimeoutError(StoreError, errors.StoreUnavailable):
 class RedisApplyError(StoreError, errors.StoreUnavailable):
     """PostgreSQL committed, but applying the Redis side failed.
 
-    The ops stay in ``redis_ops``; the next unit on these partitions or ``replay_redis_ops``
-    applies them, and the outbox of these partitions is held back until then. Retriable.
+    The ops stay pending (transitions past the Redis cursors, ``redis_ops`` rows); the next unit on
+    these partitions or ``replay_redis_ops`` applies them, and the outbox of these partitions is held
+    back until then. Retriable.
     """
 
     code = "redis_unavailable"

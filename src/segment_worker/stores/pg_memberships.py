@@ -1,8 +1,9 @@
-"""Membership writes: memberships, per-partition counts, transitions (history + outbox) and the
-pending Redis ops that mirror them — always together, in one statement, so they cannot diverge.
+"""Membership writes: memberships, per-partition counts and transitions (history, outbox and the
+Redis ops that mirror them) — always together, in one statement, so they cannot diverge; the
+``redis_ops`` rows of what has no transition of its own (opt-outs, a segment's DEL, a diff's rows).
 
 Call these inside a ``stores.unit.partition_unit`` holding the locks of every partition written:
-the unit commits, then applies the ``redis_ops`` rows to Redis.
+the unit commits, then applies the pending Redis ops (``stores.pg_redisops``).
 """
 
 from __future__ import annotations
@@ -51,15 +52,9 @@ tr AS (
                 $20::text[], $21::timestamptz[]) WITH ORDINALITY AS t(p, w, s, n, c, q, k, z, a, ord)
     WHERE (SELECT ok FROM ok)
     ORDER BY ord
-),
-ops AS (
-    INSERT INTO redis_ops (partition, op, key, member)
-    SELECT p, o, k, m FROM unnest($22::int[], $23::smallint[], $24::text[], $25::text[])
-        WITH ORDINALITY AS r(p, o, k, m, ord)
-    WHERE (SELECT ok FROM ok)
-    ORDER BY ord
+    RETURNING id
 )
-SELECT bad FROM chk
+SELECT bad, (SELECT array_agg(id ORDER BY id) FROM tr) FROM chk
 """
 
 _INSERT_OPS_SQL = """
@@ -70,26 +65,38 @@ ORDER BY ord
 """
 
 
+# Connections of open units (``id``): on them transitions are written through
+# ``Unit.write_transitions``, which applies their Redis ops; written past it, the unit would move
+# the partitions' Redis cursors past ops it never applied.
+UNIT_CONNECTIONS: set[int] = set()
+
+
 def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-async def write_transitions(conn: asyncpg.Connection, transitions: Sequence[Transition]) -> None:
+async def write_transitions(
+    conn: asyncpg.Connection, transitions: Sequence[Transition], *, unit: bool = False
+) -> list[RedisOp]:
     """Store ``transitions`` (in the given order): upsert memberships (``joined_at`` = transition
-    time on enter, NULL after exit), add count deltas per (segment, partition), append
-    ``transitions`` rows (outbox rows until their partition's cursor passes them) and SADD/SREM
-    ``redis_ops`` on the segment keys.
+    time on enter, NULL after exit), add count deltas per (segment, partition) and append
+    ``transitions`` rows — outbox rows until their partition's outbox cursor passes them, pending
+    Redis ops until its Redis cursor does (``pg_redisops``). Answers their SADD/SREM ops on the
+    segment keys, with the rows' ids; inside a unit call ``Unit.write_transitions``, which applies
+    them from memory after commit (written otherwise, they stay pending until replayed).
 
     Each pair's first transition must continue the stored row (seq + 1, opposite kind), else
     ``MembershipConflictError`` is raised and nothing is written.
     """
+    if not unit and id(conn) in UNIT_CONNECTIONS:
+        raise TypeError("inside a unit of work, write transitions with Unit.write_transitions")
     if not transitions:
-        return
+        return []
     plan = plan_transitions(transitions)
     pairs = plan.pairs
     deltas = list(plan.count_deltas.items())
     ts = transitions
-    bad = await conn.fetchval(
+    bad, ids = await conn.fetchrow(
         _WRITE_TRANSITIONS_SQL,
         [p.segment_id for p in pairs],
         [p.customer_id for p in pairs],
@@ -112,16 +119,25 @@ async def write_transitions(conn: asyncpg.Connection, transitions: Sequence[Tran
         [t.kind for t in ts],
         [_dumps(t.cause) for t in ts],
         [t.at for t in ts],
-        [p.partition for p in pairs],
-        [int(OpKind.SADD if p.last.kind == "entered" else OpKind.SREM) for p in pairs],
-        [segment_key(p.workspace_id, p.segment_id) for p in pairs],
-        [p.customer_id for p in pairs],
     )
     if bad:
         raise MembershipConflictError(
             f"{bad} of {len(pairs)} (segment, customer) pairs do not continue their stored membership"
             " (stale membership cache?); nothing was written"
         )
+    # The ids follow the rows' order: the INSERT draws them from the sequence in ORDER BY ord.
+    keys: dict[tuple[str, UUID], str] = {}
+    return [
+        RedisOp(
+            t.partition,
+            OpKind.SADD if t.kind == "entered" else OpKind.SREM,
+            keys.get((t.workspace_id, t.segment_id))
+            or keys.setdefault((t.workspace_id, t.segment_id), segment_key(t.workspace_id, t.segment_id)),
+            t.customer_id,
+            id_,
+        )
+        for t, id_ in zip(ts, ids, strict=True)
+    ]
 
 
 async def insert_redis_ops(conn: asyncpg.Connection, ops: Sequence[RedisOp]) -> None:

@@ -1,5 +1,5 @@
-"""The Kafka outbox (``transitions`` rows past their partition's ``outbox_cursors.sent_id``) and the
-pending Redis ops."""
+"""The Kafka outbox: ``transitions`` rows past their partition's ``outbox_cursors.sent_id`` and not
+past its ``redis_cursors.applied_id`` (Kafka output follows Redis)."""
 
 from __future__ import annotations
 
@@ -8,26 +8,26 @@ from datetime import datetime
 
 import asyncpg
 
-from . import OpKind, RedisOp, TransitionRow
+from . import RedisOp, TransitionRow
 
 # Per partition: where its unsent rows start (after its cursor, or the caller's ``after`` if
-# higher; no row for a partition whose Redis ops are still pending), its next $4 ids through the
-# (partition, id) index, then the first $2 ids of all of them. The row comparisons are on purpose:
+# higher) and end (its Redis cursor: rows whose ops are not in Redis yet wait), its next $4 ids
+# through the (partition, id) index, then the first $2 ids of all of them. The row comparisons are on purpose:
 # only that index can serve them. With ``partition = … AND id > …`` the planner may walk the
 # primary key filtering by partition (it is in heap order), reading every other partition's
 # backlog — as it did on a table not yet vacuumed. Whole rows are read only for the ids chosen.
 _FETCH_UNSENT_SQL = """
 WITH s AS MATERIALIZED (
-    SELECT p.partition, GREATEST(p.after, COALESCE(c.sent_id, 0)) AS from_id
+    SELECT p.partition, GREATEST(p.after, COALESCE(c.sent_id, 0)) AS from_id, r.applied_id AS to_id
     FROM unnest($1::int[], $3::bigint[]) AS p(partition, after)
     LEFT JOIN outbox_cursors c ON c.partition = p.partition
-    WHERE NOT EXISTS (SELECT 1 FROM redis_ops r WHERE r.partition = p.partition)
+    JOIN redis_cursors r ON r.partition = p.partition
 ),
 ids AS MATERIALIZED (
     SELECT i.id FROM s CROSS JOIN LATERAL (
         SELECT t.id FROM transitions t
         WHERE (t.partition, t.id) > (s.partition, s.from_id)
-          AND (t.partition, t.id) <= (s.partition, 9223372036854775807)
+          AND (t.partition, t.id) <= (s.partition, s.to_id)
         ORDER BY t.partition, t.id
         LIMIT $4
     ) i
@@ -57,7 +57,7 @@ async def fetch_unsent(
     number of partitions (reading ``limit`` per partition to pick the first ``limit`` of all made
     a big backlog cost 12× its size). Callers read until an empty answer.
 
-    A partition with Redis ops still pending yields nothing: Kafka output follows Redis (commit
+    A partition yields only rows up to its Redis cursor: Kafka output follows Redis (commit
     order), so a consumer of an enter event finds the member in the Redis set. ``after``
     (partition → id) skips rows up to that id as well: rows already handed to the producer but
     not yet marked (a sender reading ahead).
@@ -127,41 +127,8 @@ async def oldest_unsent(conn: asyncpg.Connection, partitions: Sequence[int]) -> 
     return at
 
 
-async def fetch_redis_ops(conn: asyncpg.Connection, partitions: Sequence[int]) -> list[RedisOp]:
-    """Pending Redis ops of ``partitions`` in id (= commit) order; a row carrying many members
-    (migration 005) gives one op per member, all with the row's id."""
-    rows = await conn.fetch(
-        "SELECT partition, op, key, member, members, id FROM redis_ops WHERE partition = ANY($1::int[])"
-        " ORDER BY id",
-        list(partitions),
-    )
-    kinds = {k.value: k for k in OpKind}
-    out: list[RedisOp] = []
-    for p, op, key, member, members, id_ in rows:
-        if members is None:
-            out.append(RedisOp(p, kinds[op], key, member, id_))
-        else:
-            out.extend(RedisOp(p, kinds[op], key, m, id_) for m in members)
-    return out
-
-
-async def delete_redis_ops(conn: asyncpg.Connection, max_id_per_partition: Mapping[int, int]) -> int:
-    """Forget applied Redis ops: those of each partition with id ≤ its max. Answers the count."""
-    if not max_id_per_partition:
-        return 0
-    status: str = await conn.execute(
-        """
-        DELETE FROM redis_ops r USING unnest($1::int[], $2::bigint[]) AS m(p, max_id)
-        WHERE r.partition = m.p AND r.id <= m.max_id
-        """,
-        list(max_id_per_partition),
-        list(max_id_per_partition.values()),
-    )
-    return int(status.rsplit(" ", 1)[1])
-
-
 def max_ids(ops: Sequence[RedisOp] | Sequence[TransitionRow]) -> dict[int, int]:
-    """Highest id per partition of ``ops`` (what ``delete_redis_ops``/``mark_sent`` take)."""
+    """Highest id per partition of ``ops`` (what ``settle_redis_ops``/``mark_sent`` take)."""
     out: dict[int, int] = {}
     for o in ops:
         if o.id > out.get(o.partition, -1):

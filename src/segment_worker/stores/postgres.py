@@ -1,8 +1,8 @@
 """PostgreSQL access: the connection pool (with an orjson jsonb codec) and, re-exported, every
 store function — ``from segment_worker.stores import postgres as pg`` then ``pg.save_states(conn, …)``.
 
-The functions live by subject in ``pg_customers``, ``pg_memberships``, ``pg_partitions`` and
-``pg_outbox``. All take a connection; writes belong inside ``stores.unit.partition_unit``.
+The functions live by subject in ``pg_customers``, ``pg_memberships``, ``pg_partitions``,
+``pg_outbox`` and ``pg_redisops``. All take a connection; writes belong inside ``stores.unit.partition_unit``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from .pg_memberships import (
     write_optout,
     write_transitions,
 )
-from .pg_outbox import delete_redis_ops, fetch_redis_ops, fetch_unsent, mark_sent, max_ids
+from .pg_outbox import fetch_unsent, mark_sent, max_ids
 from .pg_partitions import (
     bump_generation,
     check_epochs,
@@ -41,6 +41,7 @@ from .pg_partitions import (
     save_offsets,
     set_ticked_at,
 )
+from .pg_redisops import count_pending, fetch_redis_ops, redis_positions, settle_redis_ops
 from .pgtimeouts import DEFAULT_TIMEOUTS, Timeouts
 
 # jsonb's binary wire format is a version byte (1) followed by the JSON text.
@@ -122,9 +123,9 @@ __all__ = [
     "check_epochs",
     "claim_partitions",
     "connect",
+    "count_pending",
     "create_pool",
     "current_epochs",
-    "delete_redis_ops",
     "delete_segment_rows",
     "diff_segment",
     "diff_segment_tally",
@@ -144,11 +145,13 @@ __all__ = [
     "new_incarnation",
     "optout_ops",
     "record_topic",
+    "redis_positions",
     "refresh_customer_times",
     "save_offsets",
     "save_states",
     "segment_member_counts",
     "set_ticked_at",
+    "settle_redis_ops",
     "write_optout",
     "write_transitions",
 ]

@@ -1,7 +1,7 @@
 """``segment-worker reconcile``: compare every Redis set with PostgreSQL, report drift, repair.
 
 Each key is compared while holding every partition lock, so no writer changes it meanwhile; a
-repairing run applies pending ``redis_ops`` first, so what remains is real drift (a checking run
+repairing run applies pending Redis ops first, so what remains is real drift (a checking run
 changes nothing and so reports pending ops as drift too). Writers wait for one key's comparison
 at a time, never for the whole run.
 """

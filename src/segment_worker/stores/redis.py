@@ -1,7 +1,7 @@
 """Redis side of the stores: key names, applying pending ops grouped per key, reading sets.
 
 Only Redis 6.2 commands are used (SADD/SREM/DEL/SSCAN/SCAN). Redis is derived data: every
-write here comes from ``redis_ops`` rows committed with PostgreSQL first.
+write here comes from ops committed with PostgreSQL first (``stores.pg_redisops``).
 
 On a Redis Cluster each command names one key, so it goes to that key's node; a pipeline is split
 per node by redis-py (not a transaction: it needs no common slot), and SCAN visits every master.

@@ -1,6 +1,6 @@
 """Fenced Redis writes: a worker that lost its partitions cannot undo the new owner's writes.
 
-Every write of committed ``redis_ops`` goes through one Lua script per workspace (all of a
+Every write of committed Redis ops goes through one Lua script per workspace (all of a
 workspace's keys share the ``{<ws>}`` slot, so this is legal in a Redis Cluster too; Redis 6.2's
 EVAL, no Redis 7 functions). The script carries the PostgreSQL epoch of each partition whose ops
 it applies and the workspace's ``sw:{<ws>}:epochs`` hash remembers the newest epoch that wrote:

@@ -3,7 +3,7 @@ written once, here.
 
     async with partition_unit(pool, redis, [3, 7], fence={3: e3, 7: e7}) as u:
         await pg.save_states(u.conn, states)
-        await pg.write_transitions(u.conn, transitions)   # queues redis_ops rows too
+        await u.write_transitions(transitions)   # their Redis ops are applied from memory
 
 The commit order (``partition_unit`` runs steps 1–5; the owning worker runs 6–7):
 
@@ -11,21 +11,25 @@ The commit order (``partition_unit`` runs steps 1–5; the owning worker runs 6�
    ascending order, on the unit's own connection (one writer per partition at a time).
 2. Open the transaction; fenced units check their epochs (a zombie worker stops here with
    ``FencedError``); other writers bump the partitions' generation so workers drop their caches.
-3. The caller's writes (states, memberships, counts, transitions = outbox, ``redis_ops`` rows,
-   offsets, DLQ copies delivered before the offsets past them).
+   Read each partition's Redis cursor and last transition (``pg_redisops``): transitions between
+   the two were committed by a unit whose Redis step failed.
+3. The caller's writes (states, memberships, counts, transitions = outbox and Redis ops, the
+   ``redis_ops`` rows of what has no transition, offsets, DLQ copies delivered before the offsets
+   past them).
 4. Commit in PostgreSQL — the truth; everything after this is derived and can be redone.
-5. Redis: apply every pending ``redis_ops`` row of the partitions in id order (leftovers of a
-   unit whose Redis step failed first), still under the locks so a partition's ops reach Redis in
-   commit order, fenced by the partitions' epochs (``redis_fenced``: a zombie that read them before
-   it froze cannot undo the new owner's writes); delete them; ``NOTIFY sw_outbox``. Then unlock.
-6. Kafka output: the owning worker sends the outbox rows past the partition's cursor
-   (``worker.outbox``); ``fetch_unsent`` holds a partition back while it has pending ops, so the
-   topic is never ahead of Redis. Sent rows are marked in the next transaction.
+5. Redis, still under the locks so a partition's ops reach Redis in commit order: what earlier
+   units left pending (read back), the ``redis_ops`` rows and this unit's transitions (from
+   memory), merged in id order, fenced by the partitions' epochs (``redis_fenced``: a zombie that
+   read them before it froze cannot undo the new owner's writes). Then move the Redis cursors past
+   the partitions' last transitions, delete the rows applied, ``NOTIFY sw_outbox``; unlock.
+6. Kafka output: the owning worker sends the outbox rows past the partition's outbox cursor and
+   not past its Redis cursor (``worker.outbox``), so the topic is never ahead of Redis. Sent rows
+   are marked in the next transaction.
 7. Consumer offsets to Kafka, best effort (``worker.loop``): PostgreSQL holds the positions the
    worker seeks to on assignment.
 
-Redis ops are "recorded" by writing ``redis_ops`` rows (the ``pg`` write functions do it), so they
-commit atomically with the data and survive a Redis outage.
+Every Redis op is committed with the data it mirrors — as a transition past its partition's Redis
+cursor or as a ``redis_ops`` row — so a Redis outage or a crash after commit loses none of them.
 """
 
 from __future__ import annotations
@@ -39,8 +43,11 @@ import asyncpg
 from redis.exceptions import RedisError
 
 from .. import faultpoints
+from ..state import Transition
+from . import RedisOp
 from . import postgres as pg
 from .errors import FencedError, LockTimeoutError, RedisApplyError
+from .pg_memberships import UNIT_CONNECTIONS
 from .pgtimeouts import DEFAULT_TIMEOUTS
 from .redis_client import RedisClient
 from .redis_fenced import apply_ops_fenced
@@ -60,6 +67,14 @@ class Unit:
     generations: dict[int, int] = field(default_factory=dict)
     # Set after a successful exit: Redis ops applied (this unit's and any left by earlier ones).
     applied_ops: int = 0
+    # Step 2: partition → last transitions id, where it is past the Redis cursor (left pending).
+    pending_upto: dict[int, int] = field(default_factory=dict)
+    # The Redis ops of the transitions this unit wrote, applied from memory in step 5.
+    ops: list[RedisOp] = field(default_factory=list)
+
+    async def write_transitions(self, transitions: Sequence[Transition]) -> None:
+        """``pg.write_transitions`` in this unit; their Redis ops are applied from memory."""
+        self.ops.extend(await pg.write_transitions(self.conn, transitions, unit=True))
 
 
 async def _lock(conn: asyncpg.Connection, parts: tuple[int, ...], lock_timeout: float | None) -> None:
@@ -78,27 +93,52 @@ async def _unlock(conn: asyncpg.Connection, parts: tuple[int, ...]) -> None:
     )
 
 
-async def apply_pending_ops(conn: asyncpg.Connection, redis: RedisClient, partitions: Sequence[int]) -> int:
-    """Apply every pending Redis op of ``partitions`` in commit order — leftovers of earlier units
-    first — delete them, then wake the outbox senders (``NOTIFY sw_outbox``). The caller holds
-    the partitions' locks (``locked_partitions``). Writes are fenced by the partitions' current
-    epochs (``redis_fenced``: ``FencedError`` when a newer owner wrote since). Answers how many
-    ops were applied."""
-    ops = await pg.fetch_redis_ops(conn, partitions)
-    if not ops:
-        return 0
-    # The epochs now, read under the partitions' locks: Redis refuses them if a newer owner has
-    # written the same workspace since (a zombie that read them before it froze).
-    found = await pg.current_epochs(conn, sorted({o.partition for o in ops}))
-    epochs = {p: e or 0 for p, (e, _) in found.items()}
-    try:
-        await apply_ops_fenced(redis, ops, epochs)
-    except (RedisError, OSError) as exc:
-        raise RedisApplyError(partitions, exc) from exc
-    applied = pg.max_ids(ops)
-    await pg.delete_redis_ops(conn, applied)
-    await conn.execute("SELECT pg_notify($1, $2)", OUTBOX_CHANNEL, ",".join(map(str, sorted(applied))))
+async def apply_pending_ops(
+    conn: asyncpg.Connection,
+    redis: RedisClient,
+    partitions: Sequence[int],
+    *,
+    own: Sequence[RedisOp] = (),
+    pending_upto: Mapping[int, int] | None = None,
+    fence: Mapping[int, int] | None = None,
+) -> int:
+    """Apply every pending Redis op of ``partitions`` in commit order, then move their Redis
+    cursors, delete the ``redis_ops`` rows applied and wake the outbox senders (``NOTIFY
+    sw_outbox``). The caller holds the partitions' locks (``locked_partitions``).
+
+    Without ``pending_upto`` every transition past the cursors is read back (replay). A unit
+    passes the ops of the transitions it wrote (``own``) and, as ``pending_upto``, the last
+    transition of each partition that was past its cursor when it started: only those are read.
+    Writes are fenced by the partitions' epochs — ``fence`` (checked in the unit's transaction) or
+    the current ones (``redis_fenced``: ``FencedError`` when a newer owner wrote since). Answers how
+    many ops were applied."""
+    if pending_upto is None:
+        ops = await pg.fetch_redis_ops(conn, partitions)
+    else:
+        # Partitions with nothing pending read only their redis_ops rows (bound 0).
+        bound = {p: pending_upto.get(p, 0) for p in partitions}
+        ops = await pg.fetch_redis_ops(conn, partitions, upto=bound)
+    rows_applied = pg.max_ids(ops)  # before ``own`` joins: only rows read here are deleted
+    if own:
+        ops = sorted([*ops, *own], key=_by_id) if ops else list(own)
+    if ops:
+        epochs = dict(fence or {})
+        missing = sorted({o.partition for o in ops} - set(epochs))
+        if missing:
+            # The epochs now, read under the partitions' locks: Redis refuses them if a newer
+            # owner has written the same workspace since (a zombie that read them before it froze).
+            found = await pg.current_epochs(conn, missing)
+            epochs.update({p: e or 0 for p, (e, _) in found.items()})
+        try:
+            await apply_ops_fenced(redis, ops, epochs)
+        except (RedisError, OSError) as exc:
+            raise RedisApplyError(partitions, exc) from exc
+    await pg.settle_redis_ops(conn, partitions, rows_applied, OUTBOX_CHANNEL)
     return len(ops)
+
+
+def _by_id(op: RedisOp) -> int:
+    return op.id
 
 
 @asynccontextmanager
@@ -146,6 +186,7 @@ async def partition_unit(
     async with locked_partitions(pool, parts, lock_timeout=lock_timeout) as conn:  # 1. lock
         tx = conn.transaction()  # 2. transaction, epochs, generations
         await tx.start()
+        UNIT_CONNECTIONS.add(id(conn))
         try:
             unit = Unit(conn, parts)
             if fence is not None:
@@ -155,15 +196,21 @@ async def partition_unit(
                     raise FencedError(fence, {p: e for p, (e, _) in now.items()})
             if bump_generation:
                 unit.generations.update(await pg.bump_generation(conn, parts))
+            positions = await pg.redis_positions(conn, parts)
+            unit.pending_upto = {p: last for p, (applied, last) in positions.items() if last > applied}
             yield unit  # 3. the caller's writes
         except BaseException:
             with contextlib.suppress(Exception):  # a broken connection cannot roll back: it is gone
                 await tx.rollback()
             raise
+        finally:
+            UNIT_CONNECTIONS.discard(id(conn))
         faultpoints.reach("before_pg_commit")
         await tx.commit()  # 4. PostgreSQL
         faultpoints.reach("after_pg_commit")
-        unit.applied_ops = await apply_pending_ops(conn, redis, parts)  # 5. Redis, then unlock
+        unit.applied_ops = await apply_pending_ops(  # 5. Redis, then unlock
+            conn, redis, parts, own=unit.ops, pending_upto=unit.pending_upto, fence=fence
+        )
         faultpoints.reach("after_redis")
 
 
