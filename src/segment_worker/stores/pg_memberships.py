@@ -21,11 +21,19 @@ from . import OpKind, OptOutChange, RedisOp, pg_diff, plan_transitions
 from .errors import MembershipConflictError
 from .keys import optout_key, segment_key
 
+# The continuity check probes the primary key once per pair: LIMIT 1 keeps the subquery from
+# being pulled up into a join, which the planner's custom plans (the first five executions on a
+# connection, where it knows the array's length) ran as a hash join over a sequential scan of all
+# memberships — 163 of a batch's 186 ms at 400k memberships (auto_explain, docs/PERFORMANCE.md).
 _WRITE_TRANSITIONS_SQL = """
 WITH chk AS (
     SELECT count(*) AS bad
     FROM unnest($1::uuid[], $2::text[], $3::int[], $4::bool[]) AS i(seg, cid, prev, was_member)
-    LEFT JOIN memberships m ON m.segment_id = i.seg AND m.customer_id = i.cid
+    LEFT JOIN LATERAL (
+        SELECT m.seq, m.is_member FROM memberships m
+        WHERE m.segment_id = i.seg AND m.customer_id = i.cid
+        LIMIT 1
+    ) m ON true
     WHERE COALESCE(m.seq, 0) <> i.prev OR COALESCE(m.is_member, false) <> i.was_member
 ),
 ok AS (SELECT bad = 0 AS ok FROM chk),
