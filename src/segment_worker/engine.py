@@ -18,7 +18,7 @@ from uuid import UUID
 from .apply import apply_event, exists
 from .events import AnyInputEvent
 from .partitioning import customer_partition
-from .rules.model import Catalog, FieldDef
+from .rules.model import Catalog, FieldDef, FieldType
 from .rules.timectx import TimeContext
 from .state import CustomerKey, CustomerRecord, CustomerState, Transition, intern_segment
 from .timeutil import utc_ms
@@ -81,6 +81,9 @@ class WorkspaceView:
     _slot_index: Mapping[str, tuple[_Slot, ...]] = field(default_factory=dict)
     _by_key: Mapping[int, SegmentDef] = field(default_factory=dict)
     _combos: dict[frozenset[str], tuple[_Slot, ...]] = field(default_factory=dict)
+    # Change keys (``attributes.<name>``) of the attributes declared date or datetime: the ones
+    # ``customer_times`` mirrors.
+    _time_keys: frozenset[str] = frozenset()
 
     def candidates(self, changed: frozenset[str]) -> tuple[_Slot, ...]:
         """The dynamic segments reading any of ``changed``, in segment order (memoised)."""
@@ -124,16 +127,22 @@ def build_view(
         _slots=slots,
         _slot_index={k: tuple(slot_of[sid] for sid in v) for k, v in index.items()},
         _by_key={intern_segment(sid): seg for sid, seg in by_id.items()},
+        _time_keys=frozenset(
+            fd.key for fd in attrs.values() if fd.type in (FieldType.DATE, FieldType.DATETIME)
+        ),
     )
 
 
 @dataclass(slots=True)
 class ProcessResult:
     """``process``' answer. ``changed`` lists the keys whose state must be saved (first-change
-    order); ``optouts`` the opt-out flips in order; ``rejected`` (event index, DLQ reason)."""
+    order), ``times_changed`` those of them whose date or datetime attributes changed (their
+    ``customer_times`` rows); ``optouts`` the opt-out flips in order; ``rejected`` (event index,
+    DLQ reason)."""
 
     transitions: list[Transition] = field(default_factory=list)
     changed: list[CustomerKey] = field(default_factory=list)
+    times_changed: set[CustomerKey] = field(default_factory=set)
     optouts: list[tuple[str, str, bool]] = field(default_factory=list)
     rejected: list[tuple[int, str]] = field(default_factory=list)
 
@@ -173,6 +182,8 @@ def process(
             continue
         state = rec.state = res.state
         changed[key] = None
+        if view._time_keys and not view._time_keys.isdisjoint(res.changed):
+            out.times_changed.add(key)
         if res.optout_changed:
             out.optouts.append((key[0], key[1], state.marketing_opt_out))
         if res.deleted:

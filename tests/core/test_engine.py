@@ -353,3 +353,39 @@ def test_late_delete_exits_then_reevaluates_the_surviving_customer() -> None:
         ("c1", "ARABIC", "exited", 2, "customer_deleted"),
         ("c1", "ARABIC", "entered", 3, "event"),
     ]
+
+
+def test_customers_whose_date_attributes_changed_are_reported_for_customer_times() -> None:
+    catalog = Catalog.for_workspace({
+        "tier": FieldDef("attributes.tier", FieldType.SELECT, ("gold", "platinum")),
+        "birthday": FieldDef("attributes.birthday", FieldType.DATE),
+        "renews_at": FieldDef("attributes.renews_at", FieldType.DATETIME),
+    })
+    view = build_view("ws1", catalog, [])
+    records: dict[tuple[str, str], CustomerRecord] = {}
+    first = process(
+        [
+            ev("upserted", {"name": "A"}, eid="e1", cid="plain"),
+            ev("attributes_set", {"attributes": {"birthday": "1990-04-02"}}, eid="e2", cid="dated"),
+            ev("attributes_set", {"attributes": {"tier": "gold"}}, eid="e3", cid="tiered"),
+        ],
+        records, {"ws1": view}, NOW, partitions=PARTITIONS,
+    )
+    assert set(first.changed) == {("ws1", "plain"), ("ws1", "dated"), ("ws1", "tiered")}
+    assert first.times_changed == {("ws1", "dated")}
+    again = process(
+        [
+            # The same birthday again: no change.
+            ev("attributes_set", {"attributes": {"birthday": "1990-04-02"}}, eid="e4", cid="dated"),
+            ev("attributes_set", {"attributes": {"tier": "platinum", "renews_at": "2027-01-01T00:00:00Z"}},
+               eid="e5", cid="tiered"),
+            ev("deleted", {}, eid="e6", cid="dated"),
+        ],
+        records, {"ws1": view}, NOW, partitions=PARTITIONS,
+    )
+    # "dated": its birthday went with the delete; "tiered": a datetime was set.
+    assert again.times_changed == {("ws1", "dated"), ("ws1", "tiered")}
+    # A workspace declaring no date attribute reports none.
+    plain = process([ev("attributes_set", {"attributes": {"x": "2026-01-01"}}, eid="e7", cid="other")],
+                    {}, {"ws1": build_view("ws1", Catalog.for_workspace(), [])}, NOW, partitions=PARTITIONS)
+    assert plain.changed and not plain.times_changed

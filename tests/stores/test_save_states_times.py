@@ -125,3 +125,24 @@ def test_time_values_skips_what_cannot_be_a_date_or_datetime() -> None:
     assert attr == ["c", "d"] and kind == ["date", "datetime"] and raw == [None, None]
     assert value == [datetime(2026, 1, 2, tzinfo=UTC), datetime(2026, 1, 2, 2, 4, 5, tzinfo=UTC)]
     assert ws == ["ws", "ws"] and cid == ["c1", "c1"] and part == [0, 0]
+
+
+async def test_only_the_customers_named_in_times_of_are_resynced(conn: asyncpg.Connection) -> None:
+    ws = new_ws()
+    (p,) = new_partitions(1)
+    await _declare(conn, ws, {"renews": "date"})
+    a, b = state(ws, "a", p), state(ws, "b", p)
+    a.attrs["renews"] = b.attrs["renews"] = "2026-01-01"
+    await pg.save_states(conn, [a, b])
+    assert [r[:2] for r in await _rows(conn, ws)] == [("renews", "a"), ("renews", "b")]
+    a.attrs["renews"], b.attrs["renews"], b.name = "2026-02-02", "2026-03-03", "B"
+    # The caller says only a's dates changed: b's row is left as it is, b's other columns are saved.
+    await pg.save_states(conn, [a, b], times_of={(ws, "a")})
+    assert [(r[1], r[3][:10]) for r in await _rows(conn, ws)] == [("a", "2026-02-02"), ("b", "2026-01-01")]
+    name_b = "SELECT name FROM customers WHERE workspace_id = $1 AND customer_id = 'b'"
+    assert await conn.fetchval(name_b, ws) == "B"
+    del a.attrs["renews"]
+    await pg.save_states(conn, [a], times_of=set())
+    assert [r[1] for r in await _rows(conn, ws)] == ["a", "b"]
+    await pg.save_states(conn, [a], times_of={(ws, "a")})
+    assert [r[1] for r in await _rows(conn, ws)] == ["b"]

@@ -92,14 +92,20 @@ async def mark_sent(conn: asyncpg.Connection, max_id_per_partition: Mapping[int,
 
 async def count_unsent(conn: asyncpg.Connection, partitions: Sequence[int]) -> int:
     """Outbox rows of ``partitions`` past their cursor (the backlog gauge; pending Redis ops or not)."""
+    # Counted per partition in a LATERAL subquery, so each count is a range scan of the
+    # (partition, id) index from the cursor: written as a join, the planner ran it as a sequential
+    # scan of all history filtered by partition (114 ms per call at 150k transitions in the bench,
+    # growing with the table; the gauge runs every few seconds).
     n: int = await conn.fetchval(
         """
-        SELECT count(*)
+        SELECT COALESCE(sum(u.n), 0)::bigint
         FROM unnest($1::int[]) AS p(partition)
         LEFT JOIN outbox_cursors c ON c.partition = p.partition
-        JOIN transitions t
-          ON (t.partition, t.id) > (p.partition, COALESCE(c.sent_id, 0))
-         AND (t.partition, t.id) <= (p.partition, 9223372036854775807)
+        CROSS JOIN LATERAL (
+            SELECT count(*) AS n FROM transitions t
+            WHERE (t.partition, t.id) > (p.partition, COALESCE(c.sent_id, 0))
+              AND (t.partition, t.id) <= (p.partition, 9223372036854775807)
+        ) u
         """,
         sorted(set(partitions)),
     )

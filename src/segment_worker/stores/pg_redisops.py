@@ -121,11 +121,14 @@ async def count_pending(conn: asyncpg.Connection, partitions: Sequence[int]) -> 
     n: int = await conn.fetchval(
         """
         SELECT (SELECT count(*) FROM redis_ops WHERE partition = ANY($1::int[]))
-             + (SELECT count(*) FROM unnest($1::int[]) AS p(partition)
+             + (SELECT COALESCE(sum(u.n), 0) FROM unnest($1::int[]) AS p(partition)
                 LEFT JOIN redis_cursors c ON c.partition = p.partition
-                JOIN transitions t ON (t.partition, t.id) > (p.partition, COALESCE(c.applied_id, 0))
-                                  AND (t.partition, t.id) <= (p.partition, 9223372036854775807)
-                WHERE t.kind <> 'deleted')
+                CROSS JOIN LATERAL (  -- a range of the (partition, id) index each (see count_unsent)
+                    SELECT count(*) AS n FROM transitions t
+                    WHERE (t.partition, t.id) > (p.partition, COALESCE(c.applied_id, 0))
+                      AND (t.partition, t.id) <= (p.partition, 9223372036854775807)
+                      AND t.kind <> 'deleted'
+                ) u)
         """,
         sorted(set(partitions)),
     )

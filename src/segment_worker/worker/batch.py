@@ -362,7 +362,7 @@ class BatchProcessor:
             self._stage = "writing"
             states = [st for k in result.changed if (st := recs[k].state) is not None]
             optouts = [OptOutChange(ws, cid, keys[(ws, cid)], flag) for ws, cid, flag in result.optouts]
-            await pg.save_states(u.conn, states)
+            await pg.save_states(u.conn, states, times_of=result.times_changed)
             await u.write_transitions(result.transitions)
             await pg.write_optout(u.conn, optouts)
             await pg.save_offsets(u.conn, self._group, self._topic, s.next_offsets, s.last)
