@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 import asyncpg
 
 from segment_worker.bench.servers import with_database
-from segment_worker.migrate import migrate
+from segment_worker.migrate import available, migrate
 
 
 @asynccontextmanager
@@ -35,3 +35,16 @@ async def private_database(server_dsn: str, prefix: str, *, migrated: bool = Tru
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await admin.close()
+
+
+async def migrate_below(conn: asyncpg.Connection, version: int) -> None:
+    """Apply the migrations before ``version`` to an empty database, recorded as ``migrate`` would,
+    so that a test can write what older code wrote and then run ``migrate_conn`` past it."""
+    await conn.execute(
+        "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
+        " applied_at timestamptz NOT NULL DEFAULT now())"
+    )
+    for m in available():
+        if m.version < version:
+            await conn.execute(m.sql)
+            await conn.execute("INSERT INTO schema_migrations VALUES ($1, $2)", m.version, m.name)

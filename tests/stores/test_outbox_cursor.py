@@ -15,6 +15,7 @@ import asyncpg
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from prometheus_client import CollectorRegistry
 
+from helpers.databases import migrate_below
 from helpers.kafka_io import read_topic
 from helpers.own_servers import OwnTansu
 from helpers.stores import T0, new_partitions, new_ws, redis_applied
@@ -36,14 +37,7 @@ _INSERT = (
 async def test_migration_004_seeds_each_cursor_below_the_first_unsent_row(empty_database: str) -> None:
     conn = await asyncpg.connect(empty_database)
     try:
-        await conn.execute(
-            "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
-            " applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        for m in available():
-            if m.version < 4:
-                await conn.execute(m.sql)
-                await conn.execute("INSERT INTO schema_migrations VALUES ($1, $2)", m.version, m.name)
+        await migrate_below(conn, 4)
         seg = uuid.uuid4()
         # partition → sent flags in id order: all sent; a sent prefix; none sent; a sent row above
         # an unsent one (never written by the old code, but it must not be lost).

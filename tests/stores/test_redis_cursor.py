@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from helpers.databases import migrate_below
 from helpers.stores import T0, new_partitions, new_ws, state, transition
 from segment_worker.migrate import available, migrate_conn
 from segment_worker.stores import OpKind
@@ -33,14 +34,7 @@ async def test_migration_013_seeds_each_cursor_and_keeps_pending_rows_after_the_
 ) -> None:
     conn = await asyncpg.connect(empty_database)
     try:
-        await conn.execute(
-            "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
-            " applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        for m in available():
-            if m.version < 13:
-                await conn.execute(m.sql)
-                await conn.execute("INSERT INTO schema_migrations VALUES ($1, $2)", m.version, m.name)
+        await migrate_below(conn, 13)
         seg = uuid.uuid4()
         # Partition 0: every op applied. Partition 1: its last two transitions' ops still queued
         # (a unit whose Redis step failed), its first one sent. Partition 2: nothing written.

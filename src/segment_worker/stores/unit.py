@@ -121,18 +121,22 @@ async def apply_pending_ops(
     rows_applied = pg.max_ids(ops)  # before ``own`` joins: only rows read here are deleted
     if own:
         ops = sorted([*ops, *own], key=_by_id) if ops else list(own)
-    if ops:
-        epochs = dict(fence or {})
-        missing = sorted({o.partition for o in ops} - set(epochs))
-        if missing:
-            # The epochs now, read under the partitions' locks: Redis refuses them if a newer
-            # owner has written the same workspace since (a zombie that read them before it froze).
-            found = await pg.current_epochs(conn, missing)
-            epochs.update({p: e or 0 for p, (e, _) in found.items()})
-        try:
-            await apply_ops_fenced(redis, ops, epochs)
-        except (RedisError, OSError) as exc:
-            raise RedisApplyError(partitions, exc) from exc
+    if not ops:
+        # Nothing written and nothing left: every transition without an op of its own (a
+        # segment's ``deleted`` row, a diff's rows) came with a redis_ops row, so none is past a
+        # cursor either.
+        return 0
+    epochs = dict(fence or {})
+    missing = sorted({o.partition for o in ops} - set(epochs))
+    if missing:
+        # The epochs now, read under the partitions' locks: Redis refuses them if a newer owner
+        # has written the same workspace since (a zombie that read them before it froze).
+        found = await pg.current_epochs(conn, missing)
+        epochs.update({p: e or 0 for p, (e, _) in found.items()})
+    try:
+        await apply_ops_fenced(redis, ops, epochs)
+    except (RedisError, OSError) as exc:
+        raise RedisApplyError(partitions, exc) from exc
     await pg.settle_redis_ops(conn, partitions, rows_applied, OUTBOX_CHANNEL)
     return len(ops)
 
