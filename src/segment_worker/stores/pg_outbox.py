@@ -12,10 +12,11 @@ from . import RedisOp, TransitionRow
 
 # Per partition: where its unsent rows start (after its cursor, or the caller's ``after`` if
 # higher) and end (its Redis cursor: rows whose ops are not in Redis yet wait), its next $4 ids
-# through the (partition, id) index, then the first $2 ids of all of them. The row comparisons are on purpose:
-# only that index can serve them. With ``partition = … AND id > …`` the planner may walk the
-# primary key filtering by partition (it is in heap order), reading every other partition's
-# backlog — as it did on a table not yet vacuumed. Whole rows are read only for the ids chosen.
+# through the (partition, id) index, then the first $2 ids of all of them. The row comparisons
+# are on purpose: only that index can serve them. With ``partition = … AND id > …`` the planner
+# may walk the primary key filtering by partition (it is in heap order), reading every other
+# partition's backlog — as it did on a table not yet vacuumed. Whole rows are read only for the
+# ids chosen.
 _FETCH_UNSENT_SQL = """
 WITH s AS MATERIALIZED (
     SELECT p.partition, GREATEST(p.after, COALESCE(c.sent_id, 0)) AS from_id, r.applied_id AS to_id

@@ -26,18 +26,24 @@ LEFT JOIN redis_cursors c ON c.partition = p.partition
 """
 
 # Transitions past each cursor (up to a bound, for a unit that applies its own from memory) and
-# every redis_ops row, in id order. The row comparisons keep the (partition, id) index in use
-# (see pg_outbox's fetch_unsent). ``deleted`` transitions have no op: their segment's DEL is a row.
-_PENDING_SQL = """
+# every redis_ops row, in id order. Each partition's range is read in a LATERAL subquery through
+# the (partition, id) index (its ORDER BY keeps the planner from flattening it into a join, which
+# may scan all history: see pg_outbox's count_unsent). ``deleted`` transitions have no op: their
+# segment's DEL is a row.
+_PENDING_SQL = f"""
 WITH b AS MATERIALIZED (
     SELECT u.partition, COALESCE(c.applied_id, 0) AS after, u.upto
     FROM unnest($1::int[], $2::bigint[]) AS u(partition, upto)
     LEFT JOIN redis_cursors c ON c.partition = u.partition
 )
-SELECT t.id, t.partition, CASE WHEN t.kind = 'entered' THEN 1 ELSE 2 END AS op,
+SELECT t.id, t.partition,
+       CASE WHEN t.kind = 'entered' THEN {int(OpKind.SADD)} ELSE {int(OpKind.SREM)} END AS op,
        NULL::text AS key, t.workspace_id, t.segment_id, t.customer_id AS member, NULL::text[] AS members
-FROM b JOIN transitions t
-  ON (t.partition, t.id) > (b.partition, b.after) AND (t.partition, t.id) <= (b.partition, b.upto)
+FROM b CROSS JOIN LATERAL (
+    SELECT t.id, t.partition, t.kind, t.workspace_id, t.segment_id, t.customer_id FROM transitions t
+    WHERE (t.partition, t.id) > (b.partition, b.after) AND (t.partition, t.id) <= (b.partition, b.upto)
+    ORDER BY t.partition, t.id
+) t
 WHERE t.kind <> 'deleted' AND b.upto > b.after
 UNION ALL
 SELECT r.id, r.partition, r.op, r.key, NULL, NULL, r.member, r.members
