@@ -7,10 +7,13 @@ import secrets
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
 from uuid import UUID
 
+import asyncpg
+
 from segment_worker.state import CustomerState, Transition
+from segment_worker.stores import postgres as pg
+from segment_worker.stores.unit import OUTBOX_CHANNEL
 from segment_worker.text import fold
 
 T0 = datetime(2026, 11, 22, 10, 0, 0, 123000, tzinfo=UTC)
@@ -113,10 +116,8 @@ def transition(
     )
 
 
-async def redis_applied(conn: Any, partitions: Sequence[int]) -> None:
+async def redis_applied(conn: asyncpg.Connection, partitions: Sequence[int]) -> None:
     """Mark every pending Redis op of ``partitions`` applied without applying it (what a unit's
     step 5 records after Redis took them): their outbox rows may then be sent."""
-    from segment_worker.stores import postgres as pg
-
     ops = await pg.fetch_redis_ops(conn, partitions)
-    await pg.settle_redis_ops(conn, partitions, pg.max_ids(ops), "sw_outbox")
+    await pg.settle_redis_ops(conn, partitions, pg.max_ids(ops), OUTBOX_CHANNEL)

@@ -110,7 +110,7 @@ async def test_a_diff_whose_redis_step_failed_is_replayed_in_commit_order(
     finally:
         await dead.aclose()
     async with pool.acquire() as conn:
-        assert await pg.count_pending(conn, [p, q]) == 4  # two transitions, two rows
+        assert len(await pg.fetch_redis_ops(conn, [p, q])) == 4  # two transitions, two rows
     # The next unit on p applies p's leftovers (the diff's) before its own exit of "a".
     async with partition_unit(pool, redis, [p]) as u:
         await u.write_transitions([transition(ws, seg, "a", p, 2, "exited")])
@@ -118,6 +118,6 @@ async def test_a_diff_whose_redis_step_failed_is_replayed_in_commit_order(
     assert await replay_redis_ops(pool, redis, [p, q]) == 2
     assert await read_set(redis, key) == {"b"}
     async with pool.acquire() as conn:
-        assert await pg.count_pending(conn, [p, q]) == 0
+        assert await pg.fetch_redis_ops(conn, [p, q]) == []
         rows = await pg.fetch_unsent(conn, [p, q], 10)
     assert [(r.customer_id, r.kind) for r in rows] == [("a", "entered"), ("b", "entered"), ("a", "exited")]

@@ -96,7 +96,8 @@ async def test_the_oldest_unsent_outbox_row_age_is_reported_while_the_outbox_is_
     unique_settings: Settings, workspace_id: str
 ) -> None:
     """A partition whose Redis ops are pending sends nothing (output follows Redis): an outbox row
-    committed an hour ago then waits, and the gauge says how long; once the op is gone it drains.
+    committed an hour ago then waits, and the gauge says how long; once a unit applies the op it
+    drains.
 
     Any unit of work on the partition applies its pending ops (a tick does, every tick_seconds), so
     the ticks are an hour apart here and the gauges are read by calling the observation directly."""

@@ -120,22 +120,3 @@ async def settle_redis_ops(
         channel,
     )
 
-
-async def count_pending(conn: asyncpg.Connection, partitions: Sequence[int]) -> int:
-    """How many Redis ops of ``partitions`` are committed but not applied (transitions past the
-    cursors and ``redis_ops`` rows; a many-member row counts once): the gauge and the tests."""
-    n: int = await conn.fetchval(
-        """
-        SELECT (SELECT count(*) FROM redis_ops WHERE partition = ANY($1::int[]))
-             + (SELECT COALESCE(sum(u.n), 0) FROM unnest($1::int[]) AS p(partition)
-                LEFT JOIN redis_cursors c ON c.partition = p.partition
-                CROSS JOIN LATERAL (  -- a range of the (partition, id) index each (see count_unsent)
-                    SELECT count(*) AS n FROM transitions t
-                    WHERE (t.partition, t.id) > (p.partition, COALESCE(c.applied_id, 0))
-                      AND (t.partition, t.id) <= (p.partition, 9223372036854775807)
-                      AND t.kind <> 'deleted'
-                ) u)
-        """,
-        sorted(set(partitions)),
-    )
-    return n

@@ -41,7 +41,7 @@ from .pg_partitions import (
     save_offsets,
     set_ticked_at,
 )
-from .pg_redisops import count_pending, fetch_redis_ops, redis_positions, settle_redis_ops
+from .pg_redisops import fetch_redis_ops, redis_positions, settle_redis_ops
 from .pgtimeouts import DEFAULT_TIMEOUTS, Timeouts
 
 # jsonb's binary wire format is a version byte (1) followed by the JSON text.
@@ -123,7 +123,6 @@ __all__ = [
     "check_epochs",
     "claim_partitions",
     "connect",
-    "count_pending",
     "create_pool",
     "current_epochs",
     "delete_segment_rows",
