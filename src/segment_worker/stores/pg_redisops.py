@@ -11,18 +11,22 @@ moves the cursors past everything and deletes the applied rows.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import asyncpg
 
 from . import OpKind, RedisOp
 from .keys import segment_key
 
-# Per partition: the cursor (0 without a row) and the last transitions id, one index probe each.
+# Per partition: the Redis cursor, the last transitions id (one index probe) and the outbox
+# cursor (0 without a row).
 _POSITIONS_SQL = """
 SELECT p.partition, COALESCE(c.applied_id, 0),
-       COALESCE((SELECT max(t.id) FROM transitions t WHERE t.partition = p.partition), 0)
+       COALESCE((SELECT max(t.id) FROM transitions t WHERE t.partition = p.partition), 0),
+       COALESCE(o.sent_id, 0)
 FROM unnest($1::int[]) AS p(partition)
 LEFT JOIN redis_cursors c ON c.partition = p.partition
+LEFT JOIN outbox_cursors o ON o.partition = p.partition
 """
 
 # Transitions past each cursor (up to a bound, for a unit that applies its own from memory) and
@@ -75,11 +79,20 @@ SELECT pg_notify($4, string_agg(partition::text, ',' ORDER BY partition)) FROM c
 _INF = 9223372036854775807
 
 
-async def redis_positions(conn: asyncpg.Connection, partitions: Sequence[int]) -> dict[int, tuple[int, int]]:
-    """(Redis cursor, last transitions id) of each partition: transitions between the two are
-    committed without their ops in Redis (a unit whose Redis step failed). Read under the locks."""
+class Cursors(NamedTuple):
+    """Where a partition's transitions stand, read under its lock when a unit starts."""
+
+    applied: int  # the Redis cursor: transitions up to it have their ops in Redis
+    last: int  # the last transitions id (0: none yet)
+    sent: int  # the outbox cursor: transitions up to it were delivered to Kafka (marked)
+
+
+async def cursors(conn: asyncpg.Connection, partitions: Sequence[int]) -> dict[int, Cursors]:
+    """The ``Cursors`` of each partition: transitions between ``applied`` and ``last`` are
+    committed without their ops in Redis (a unit whose Redis step failed); those past ``sent`` are
+    not marked delivered. Read under the locks."""
     rows = await conn.fetch(_POSITIONS_SQL, sorted(set(partitions)))
-    return {p: (applied, last) for p, applied, last in rows}
+    return {r[0]: Cursors(r[1], r[2], r[3]) for r in rows}
 
 
 async def fetch_redis_ops(

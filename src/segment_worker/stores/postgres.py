@@ -41,7 +41,7 @@ from .pg_partitions import (
     save_offsets,
     set_ticked_at,
 )
-from .pg_redisops import fetch_redis_ops, redis_positions, settle_redis_ops
+from .pg_redisops import Cursors, cursors, fetch_redis_ops, settle_redis_ops
 from .pgtimeouts import DEFAULT_TIMEOUTS, Timeouts
 
 # jsonb's binary wire format is a version byte (1) followed by the JSON text.
@@ -119,12 +119,14 @@ async def connect(
 
 
 __all__ = [
+    "Cursors",
     "bump_generation",
     "check_epochs",
     "claim_partitions",
     "connect",
     "create_pool",
     "current_epochs",
+    "cursors",
     "delete_segment_rows",
     "diff_segment",
     "diff_segment_tally",
@@ -144,7 +146,6 @@ __all__ = [
     "new_incarnation",
     "optout_ops",
     "record_topic",
-    "redis_positions",
     "refresh_customer_times",
     "save_offsets",
     "save_states",

@@ -11,8 +11,9 @@ The commit order (``partition_unit`` runs steps 1–5; the owning worker runs 6�
    ascending order, on the unit's own connection (one writer per partition at a time).
 2. Open the transaction; fenced units check their epochs (a zombie worker stops here with
    ``FencedError``); other writers bump the partitions' generation so workers drop their caches.
-   Read each partition's Redis cursor and last transition (``pg_redisops``): transitions between
-   the two were committed by a unit whose Redis step failed.
+   Read each partition's cursors (``pg_redisops.Cursors``): transitions between the Redis cursor
+   and the last one were committed by a unit whose Redis step failed; the outbox cursor tells the
+   owning worker whether step 6 may send this unit's rows from memory.
 3. The caller's writes (states, memberships, counts, transitions = outbox and Redis ops, the
    ``redis_ops`` rows of what has no transition, offsets, DLQ copies delivered before the offsets
    past them).
@@ -23,8 +24,9 @@ The commit order (``partition_unit`` runs steps 1–5; the owning worker runs 6�
    read them before it froze cannot undo the new owner's writes). Then move the Redis cursors past
    the partitions' last transitions, delete the rows applied, ``NOTIFY sw_outbox``; unlock.
 6. Kafka output: the owning worker sends the outbox rows past the partition's outbox cursor and
-   not past its Redis cursor (``worker.outbox``), so the topic is never ahead of Redis. Sent rows
-   are marked in the next transaction.
+   not past its Redis cursor (``worker.outbox``), so the topic is never ahead of Redis — a batch's
+   own rows from memory (``Unit.rows``) when every older row of its partitions was delivered,
+   else read back. Sent rows are marked in the next transaction.
 7. Consumer offsets to Kafka, best effort (``worker.loop``): PostgreSQL holds the positions the
    worker seeks to on assignment.
 
@@ -44,7 +46,7 @@ from redis.exceptions import RedisError
 
 from .. import faultpoints
 from ..state import Transition
-from . import RedisOp
+from . import RedisOp, TransitionRow
 from . import postgres as pg
 from .errors import FencedError, LockTimeoutError, RedisApplyError
 from .pg_memberships import UNIT_CONNECTIONS
@@ -67,14 +69,27 @@ class Unit:
     generations: dict[int, int] = field(default_factory=dict)
     # Set after a successful exit: Redis ops applied (this unit's and any left by earlier ones).
     applied_ops: int = 0
+    # Step 2: each partition's cursors when the unit started (Redis, last transition, outbox).
+    cursors: dict[int, pg.Cursors] = field(default_factory=dict)
     # Step 2: partition → last transitions id, where it is past the Redis cursor (left pending).
     pending_upto: dict[int, int] = field(default_factory=dict)
     # The Redis ops of the transitions this unit wrote, applied from memory in step 5.
     ops: list[RedisOp] = field(default_factory=list)
+    # The outbox rows of those transitions (their ids from the ops): the owning worker sends them
+    # from memory after the unit when nothing older is unsent (``worker.outbox.send_written``).
+    rows: list[TransitionRow] = field(default_factory=list)
 
     async def write_transitions(self, transitions: Sequence[Transition]) -> None:
         """``pg.write_transitions`` in this unit; their Redis ops are applied from memory."""
-        self.ops.extend(await pg.write_transitions(self.conn, transitions, unit=True))
+        ops = await pg.write_transitions(self.conn, transitions, unit=True)
+        self.ops.extend(ops)
+        self.rows.extend(
+            TransitionRow(
+                o.id, t.partition, t.workspace_id, t.segment_id, t.segment_name, t.customer_id, t.seq, t.kind,
+                t.cause, t.at,
+            )
+            for t, o in zip(transitions, ops, strict=True)
+        )
 
 
 async def _lock(conn: asyncpg.Connection, parts: tuple[int, ...], lock_timeout: float | None) -> None:
@@ -200,8 +215,8 @@ async def partition_unit(
                     raise FencedError(fence, {p: e for p, (e, _) in now.items()})
             if bump_generation:
                 unit.generations.update(await pg.bump_generation(conn, parts))
-            positions = await pg.redis_positions(conn, parts)
-            unit.pending_upto = {p: last for p, (applied, last) in positions.items() if last > applied}
+            unit.cursors = await pg.cursors(conn, parts)
+            unit.pending_upto = {p: c.last for p, c in unit.cursors.items() if c.last > c.applied}
             yield unit  # 3. the caller's writes
         except BaseException:
             with contextlib.suppress(Exception):  # a broken connection cannot roll back: it is gone

@@ -40,6 +40,7 @@ from .deadletter import DeadLetter, Rekeyed, SourceRecord, publish_dead_letters,
 from .failures import classify
 from .latency import EndToEnd
 from .metrics import WorkerMetrics
+from .outbox import Written
 from .positions import record_fingerprint
 from .record_cache import RecordCache
 
@@ -171,6 +172,8 @@ class BatchOutcome:
     seconds: float
     poison: int = 0  # records dead-lettered by isolation (also counted in ``dead``)
     units: int = 1  # units of work committed (more than one when the batch was isolated)
+    # The unit's outbox rows, for the sender to send from memory (None: read them back).
+    written: Written | None = None
 
     @classmethod
     def merge(cls, parts: Sequence[BatchOutcome], seconds: float) -> BatchOutcome:
@@ -240,7 +243,7 @@ class BatchProcessor:
         traced = traced_events(s)
         try:
             with tracing.batch_span(self._topic, parts, s.records, list(traced.values())):
-                transitions, dead = await self._commit(s, fence, partitions, traced)
+                transitions, dead, written = await self._commit(s, fence, partitions, traced)
         except BaseException:
             self.records.drop()
             raise
@@ -261,7 +264,8 @@ class BatchProcessor:
         m.rekeyed_records.inc(len(s.rekeyed))
         poison = sum(1 for letter in dead if letter.kind == "poison")
         return BatchOutcome(
-            s.records, applied, len(dead), len(s.rekeyed), transitions, tuple(parts), seconds, poison
+            s.records, applied, len(dead), len(s.rekeyed), transitions, tuple(parts), seconds, poison,
+            written=written,
         )
 
     async def run_isolating(
@@ -338,7 +342,7 @@ class BatchProcessor:
     async def _commit(
         self, s: SortedRecords, fence: Mapping[int, int], partitions: int,
         traced: Mapping[str, tuple[str, str | None]],
-    ) -> tuple[int, list[DeadLetter]]:
+    ) -> tuple[int, list[DeadLetter], Written]:
         self._stage = "reading"
         keys: dict[CustomerKey, int] = {}
         for ev, src in zip(s.events, s.sources, strict=True):
@@ -379,7 +383,7 @@ class BatchProcessor:
             self._metrics.transitions.labels(t.kind, t.cause.get("kind", "event")).inc()
         if self._latency is not None:
             self._latency.caused(result.transitions, s.events, s.sources)
-        return len(result.transitions), dead
+        return len(result.transitions), dead, Written(u.rows, u.cursors)
 
 
 def _short(exc: BaseException, limit: int = 500) -> str:

@@ -57,7 +57,7 @@ from .failures import Backoff
 from .fetching import Fetched, fetch, usable
 from .latency import EndToEnd
 from .metrics import WorkerMetrics
-from .outbox import OutboxListener, OutboxSender, backlog
+from .outbox import OutboxListener, OutboxSender, Written, backlog
 from .ownership import Ownership, RebalanceListener, topic_partitions
 from .partitions import PartitionState
 from .positions import consumer_lag
@@ -470,7 +470,7 @@ class Worker:
         log.debug("batch %s", outcome)
         self.last_batch = outcome
         self.partitions.consumed(batch.next_offsets)
-        await self._send_outbox(self.owned)  # commit order step 6 (stores.unit)
+        await self._send_outbox(self.owned, outcome.written)  # commit order step 6 (stores.unit)
         return True
 
     def _fenced(self, exc: BaseException, parts: Iterable[int], what: str) -> set[int]:
@@ -484,11 +484,16 @@ class Worker:
         self._ownership.lose(lost)
         return lost
 
-    async def _send_outbox(self, partitions: Iterable[int]) -> None:
-        """Send the outbox of those of ``partitions`` still owned (under the lock)."""
+    async def _send_outbox(self, partitions: Iterable[int], written: Written | None = None) -> None:
+        """Send the outbox of those of ``partitions`` still owned (under the lock): a batch's own
+        rows from memory (``written``) when the sender can, else every unsent row read back."""
         assert self._pool is not None and self._outbox is not None
         try:
-            await self._outbox.drain(self._pool, set(partitions) & self.owned.keys())
+            owned = set(partitions) & self.owned.keys()
+            if written is not None and owned >= written.cursors.keys():
+                if await self._outbox.send_written(written):
+                    return
+            await self._outbox.drain(self._pool, owned)
         except Exception as exc:
             # The rows stay unsent; the next batch, tick or notification sends them in order.
             log.warning("sending the outbox failed: %s", exc)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -25,6 +25,7 @@ from ..events import render_segment_deleted, segment_deleted_key
 from ..membership_events import RECORD_HEADERS, TransitionRenderer
 from ..partitioning import partition_for
 from ..stores import TransitionRow, pg_outbox
+from ..stores.pg_redisops import Cursors
 from ..stores.pgtimeouts import DEFAULT_TIMEOUTS
 from ..stores.unit import OUTBOX_CHANNEL
 from .latency import EndToEnd
@@ -53,6 +54,15 @@ def render_row(row: TransitionRow, renderer: TransitionRenderer | None = None) -
 class OutputLogLost(StoreUnavailable):
     """Deliveries that cannot be trusted: answered at offsets the output log had passed already
     (it was recreated), or settled while the topics were in doubt (``TopicGuard``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """What a committed unit wrote to the outbox: its rows (id order; their Redis ops applied) and
+    its partitions' cursors when it started (``stores.unit.Unit``)."""
+
+    rows: Sequence[TransitionRow]
+    cursors: Mapping[int, Cursors]
 
 
 @dataclass(slots=True)
@@ -85,6 +95,13 @@ class OutboxSender:
         self._batch_rows = batch_rows
         self._latency = latency
         self._unmarked: dict[int, int] = {}
+        # Partition → highest id this sender has delivered there (marked or not): every row of
+        # the partition up to it was delivered, in order (drains and ``send_written`` alike).
+        self._delivered: dict[int, int] = {}
+        # Partitions of a send that failed (or is under way): until a drain has covered them, a
+        # batch's rows wait for a drain of every owned partition, which sends what the failure
+        # left first — as promptly as when every batch drained.
+        self._retry: set[int] = set()
         self._renderer = TransitionRenderer()
 
     @property
@@ -102,6 +119,29 @@ class OutboxSender:
         if self._unmarked:
             async with pool.acquire() as conn:
                 await self.mark_in(conn)
+
+    async def send_written(self, written: Written) -> bool:
+        """Send a committed unit's outbox rows from memory — read back they cost PostgreSQL a
+        fetch and the worker a decode per row (docs/PERFORMANCE.md, "Issue 17") — when nothing
+        older of their partitions can be unsent: each partition's last transition before the unit
+        was delivered (the outbox cursor then, or this sender since). Answers False, sending
+        nothing, when that is not known — rows of another writer or of a failed unit in between,
+        an earlier send failed, the topics are being checked: the caller drains instead, which
+        reads them all back in order. Raises what sending raises (the rows stay unsent)."""
+        if self._retry or not self._guard.verified:
+            return False
+        for p, c in written.cursors.items():
+            if c.last > max(c.sent, self._delivered.get(p, 0)):
+                return False
+        if not written.rows:
+            return True
+        parts = sorted(written.cursors)
+        self._retry.update(parts)  # until delivered
+        with tracing.send_span(self._topic, parts, len(written.rows)):
+            chunk = await self._queue(written.rows)
+        await self._settle(chunk)
+        self._retry.difference_update(parts)
+        return True
 
     async def drain(self, pool: asyncpg.Pool, partitions: Collection[int]) -> int:
         """Send every unsent row of ``partitions`` in id order; wait for delivery. Answers the count.
@@ -122,6 +162,7 @@ class OutboxSender:
         parts = sorted(partitions)
         limit = self._batch_rows
         total = 0
+        self._retry.update(parts)  # until every chunk is delivered
         async with pool.acquire() as conn:
             await self.mark_in(conn)
             rows = await pg_outbox.fetch_unsent(conn, parts, limit)
@@ -145,6 +186,7 @@ class OutboxSender:
                     ahead = None
                 while pending:
                     await self._settle(pending.pop(0))
+                self._retry.difference_update(parts)
             finally:
                 for chunk in pending:  # failed or cancelled: collect their outcome, unawaited
                     asyncio.gather(*chunk.futures, return_exceptions=True)
@@ -154,7 +196,7 @@ class OutboxSender:
                         ahead.exception()  # retrieved: the error raised already is the one to report
         return total
 
-    async def _queue(self, rows: list[TransitionRow]) -> _Queued:
+    async def _queue(self, rows: Sequence[TransitionRow]) -> _Queued:
         """Render ``rows`` and hand them to the producer in order. Records are packed into one
         record batch per output partition (about 3× cheaper than one ``send`` each); a partition's
         batches are queued in order and aiokafka keeps one batch in flight per partition, so each
@@ -219,6 +261,7 @@ class OutboxSender:
         faultpoints.reach("after_kafka_send")
         for p, max_id in chunk.marks.items():
             self._unmarked[p] = max(self._unmarked.get(p, 0), max_id)
+            self._delivered[p] = max(self._delivered.get(p, 0), max_id)
         self._metrics.outbox_sent.inc(chunk.sent)
         if self._latency is not None:
             self._latency.delivered(chunk.born)

@@ -1,0 +1,106 @@
+"""The outbox rows a unit wrote, sent from memory (``Unit.rows``, ``OutboxSender.send_written``):
+the same bytes as the rows read back, and only when nothing older of their partitions is unsent —
+else the sender drains, which sends another writer's rows first, in commit order."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Callable
+
+import asyncpg
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from prometheus_client import CollectorRegistry
+from redis.asyncio import Redis
+
+from helpers.kafka_io import read_topic
+from helpers.stores import new_partitions, new_ws, transition
+from segment_worker.config import Settings
+from segment_worker.events import render_transition
+from segment_worker.kafka import producer
+from segment_worker.state import Transition
+from segment_worker.stores import postgres as pg
+from segment_worker.stores.unit import partition_unit
+from segment_worker.worker.metrics import WorkerMetrics
+from segment_worker.worker.outbox import OutboxSender, Written, render_row
+from segment_worker.worker.topics import TopicGuard
+
+_TRACED = {
+    "kind": "event",
+    "event_id": "e-traced",
+    "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    "tracestate": "vendor=1",
+}
+
+
+async def _write(pool: asyncpg.Pool, redis: Redis, parts: list[int], ts: list[Transition], **kw: bool) -> Written:
+    async with partition_unit(pool, redis, parts, **kw) as u:
+        await u.write_transitions(ts)
+    return Written(u.rows, u.cursors)
+
+
+async def test_a_units_rows_in_memory_render_as_the_rows_read_back(pool: asyncpg.Pool, redis: Redis) -> None:
+    ws, seg = new_ws(), uuid.uuid4()
+    parts = new_partitions(2)
+    ts = [
+        transition(ws, seg, "c1", parts[0], 1, "entered"),
+        dataclasses.replace(transition(ws, seg, "c2", parts[1], 1, "entered"), cause=dict(_TRACED)),
+        transition(ws, seg, "c1", parts[0], 2, "exited"),
+    ]
+    written = await _write(pool, redis, parts, ts)
+    async with pool.acquire() as conn:
+        read_back = await pg.fetch_unsent(conn, parts, 100)
+    assert [r.id for r in written.rows] == [r.id for r in read_back]  # id order, every row
+    assert [render_row(r) for r in written.rows] == [render_row(r) for r in read_back]
+    assert [render_row(r)[1] for r in written.rows] == [render_transition(t) for t in ts]
+    assert {p: (c.applied, c.last, c.sent) for p, c in written.cursors.items()} == {p: (0, 0, 0) for p in parts}
+
+
+async def test_rows_are_sent_from_memory_only_when_nothing_older_is_unsent(
+    pool: asyncpg.Pool, redis: Redis, kafka_bootstrap: str, unique_name: Callable[[str], str]
+) -> None:
+    ws, seg = new_ws(), uuid.uuid4()
+    (p,) = new_partitions(1)
+    topic = unique_name("written")
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, 3, 1)])
+    finally:
+        await admin.close()
+    ts = [
+        transition(ws, seg, "c1", p, 1, "entered"),
+        transition(ws, seg, "c2", p, 1, "entered"),  # another writer's (an API call)
+        transition(ws, seg, "c1", p, 2, "exited"),
+        transition(ws, seg, "c2", p, 2, "exited"),
+        transition(ws, seg, "c3", p, 1, "entered"),
+    ]
+    guard = TopicGuard()
+    async with producer(Settings(kafka_bootstrap=kafka_bootstrap)) as prod:
+        sender = OutboxSender(prod, topic, WorkerMetrics(CollectorRegistry()), guard=guard)
+        assert await sender.send_written(await _write(pool, redis, [p], ts[:1]))  # nothing before it
+        # Another writer commits in the partition; its notification is not handled yet.
+        await _write(pool, redis, [p], ts[1:2], bump_generation=True)
+        third = await _write(pool, redis, [p], ts[2:3])
+        assert not await sender.send_written(third)  # the other writer's row is older and unsent
+        assert await sender.drain(pool, [p]) == 2  # both, in commit order
+        fourth = await _write(pool, redis, [p], ts[3:4])
+        guard.suspect("a test")  # the topics are in doubt: nothing is sent
+        assert not await sender.send_written(fourth)
+        guard.confirmed(await guard.wait_check(0), recreated=False)
+        assert await sender.send_written(fourth)  # the drain delivered everything before it
+        await sender.flush_marks(pool)
+        # A new owner (a restarted worker) knows what was delivered from the outbox cursor.
+        restarted = OutboxSender(prod, topic, WorkerMetrics(CollectorRegistry()))
+        assert await restarted.send_written(await _write(pool, redis, [p], ts[4:]))
+        await restarted.flush_marks(pool)
+    records = await read_topic(kafka_bootstrap, topic)
+    by_key: dict[bytes, list[bytes]] = {}
+    for r in records:
+        by_key.setdefault(r.key, []).append(r.value)
+    expected: dict[bytes, list[bytes]] = {}
+    for t in ts:  # each once, each key in order
+        expected.setdefault(f"{ws}:{t.customer_id}".encode(), []).append(render_transition(t))
+    assert by_key == expected
+    async with pool.acquire() as conn:
+        assert await pg.fetch_unsent(conn, [p], 100) == []
