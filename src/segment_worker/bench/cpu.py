@@ -26,7 +26,7 @@ import orjson
 from ..engine import SegmentDef, WorkspaceView, build_view, process
 from ..partitioning import partition_for
 from ..rules.model import Catalog
-from ..state import CustomerKey, CustomerRecord, CustomerState
+from ..state import CustomerKey, CustomerRecord, CustomerState, membership_code
 from ..stores import pg_customers
 from ..stores.postgres import _decode_jsonb, _encode_jsonb
 from ..worker.batch import sort_records
@@ -104,12 +104,13 @@ def state_rows(fx: Fixture) -> list[tuple[Any, ...]]:
 
 
 def membership_rows(fx: Fixture) -> list[tuple[Any, ...]]:
-    """Membership rows (workspace, customer, segment, is_member, seq): a new UUID object per row,
-    as asyncpg decodes them."""
+    """Membership rows (workspace, customer, segment ids, membership codes) of the customers with
+    memberships: a new UUID object per segment, as asyncpg decodes them."""
     return [
-        (WORKSPACE, s.customer_id, UUID(bytes=fx.segment_ids[k].bytes), True, 1)
+        (WORKSPACE, s.customer_id, [UUID(bytes=fx.segment_ids[k].bytes) for k in segs],
+         [membership_code(True, 1)] * len(segs))
         for s, segs in zip(fx.states, fx.members, strict=True)
-        for k in segs
+        if segs
     ]
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 
-from ..state import CustomerKey, CustomerRecord, CustomerState, intern_segment, membership_code
+from ..state import CustomerKey, CustomerRecord, CustomerState, intern_segment
 from ..timeutil import Version, try_date, try_datetime
 
 # SQL type of every customers column that mirrors a CustomerState field (names are 1:1).
@@ -127,10 +127,17 @@ JOIN customers c ON c.workspace_id = k.ws AND c.customer_id = k.cid
 """
 
 # No joined_at: nothing in the worker reads it back (write_transitions sets it from transitions).
+# One row per customer with its rows' segments and ``membership_code``s as two arrays: a customer
+# has ~20 rows (members or not) in the bench, and a row each cost the worker a Record and
+# PostgreSQL a DataRow (docs/PERFORMANCE.md, "Issue 17"). LATERAL: one index range per customer.
 _LOAD_MEMBERSHIPS_SQL = """
-SELECT m.workspace_id, m.customer_id, m.segment_id, m.is_member, m.seq
+SELECT k.ws, k.cid, m.segments, m.codes
 FROM unnest($1::text[], $2::text[]) AS k(ws, cid)
-JOIN memberships m ON m.workspace_id = k.ws AND m.customer_id = k.cid
+CROSS JOIN LATERAL (
+    SELECT array_agg(m.segment_id) AS segments, array_agg(m.seq * 2 + m.is_member::int) AS codes
+    FROM memberships m WHERE m.workspace_id = k.ws AND m.customer_id = k.cid
+) m
+WHERE m.segments IS NOT NULL
 """
 
 
@@ -188,12 +195,15 @@ async def load_records(
 def records_from_rows(
     keys: Sequence[CustomerKey], states: Sequence[Sequence[Any]], memberships: Sequence[Sequence[Any]]
 ) -> dict[CustomerKey, CustomerRecord]:
-    """Records of ``keys`` from the rows of ``_LOAD_STATES_SQL`` and ``_LOAD_MEMBERSHIPS_SQL``."""
+    """Records of ``keys`` from the rows of ``_LOAD_STATES_SQL`` and ``_LOAD_MEMBERSHIPS_SQL``
+    (workspace, customer, segment ids, ``membership_code``s)."""
     out: dict[CustomerKey, CustomerRecord] = {k: CustomerRecord(state=None) for k in keys}
     for r in states:
         out[(r[0], r[1])].state = _row_to_state(r)
-    for r in memberships:
-        out[(r[0], r[1])].codes[intern_segment(r[2])] = membership_code(r[3], r[4])
+    for ws, cid, segments, codes in memberships:
+        into = out[(ws, cid)].codes
+        for seg, code in zip(segments, codes, strict=True):
+            into[intern_segment(seg)] = code  # = membership_code(is_member, seq), computed in SQL
     return out
 
 
