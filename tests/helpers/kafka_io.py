@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from segment_worker.config import Settings
 from segment_worker.kafka import MAX_DLQ_RECORD_BYTES, client_options, producer
@@ -23,6 +24,16 @@ Kafka = str | Settings  # bootstrap servers (plaintext) or settings with the sec
 def kafka_settings(kafka: Kafka) -> Settings:
     """``kafka`` as the ``Settings`` our client factories take."""
     return kafka if isinstance(kafka, Settings) else Settings(kafka_bootstrap=kafka)
+
+
+async def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
+    """Create ``topic`` with ``partitions`` partitions (replication 1)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, partitions, 1)])
+    finally:
+        await admin.close()
 
 
 async def produce(

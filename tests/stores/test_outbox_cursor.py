@@ -12,11 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from prometheus_client import CollectorRegistry
 
 from helpers.databases import migrate_below
-from helpers.kafka_io import read_topic
+from helpers.kafka_io import create_topic, read_topic
 from helpers.own_servers import OwnTansu
 from helpers.stores import T0, new_partitions, new_ws, redis_applied
 from segment_worker.config import Settings
@@ -73,12 +72,7 @@ async def test_a_pipelined_drain_sends_every_row_once_and_each_key_in_order(
     parts = new_partitions(3)
     seg = uuid.uuid4()
     topic = unique_name("outbox")
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, 4, 1)])
-    finally:
-        await admin.close()
+    await create_topic(kafka_bootstrap, topic, 4)
     pool = await pg.create_pool(pg_dsn, max_size=2)
     try:
         async with pool.acquire() as conn:

@@ -9,11 +9,10 @@ import uuid
 from collections.abc import Callable
 
 import asyncpg
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
-from helpers.kafka_io import read_topic
+from helpers.kafka_io import create_topic, read_topic
 from helpers.stores import new_partitions, new_ws, transition
 from segment_worker.config import Settings
 from segment_worker.events import render_transition
@@ -65,12 +64,7 @@ async def test_rows_are_sent_from_memory_only_when_nothing_older_is_unsent(
     ws, seg = new_ws(), uuid.uuid4()
     (p,) = new_partitions(1)
     topic = unique_name("written")
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, 3, 1)])
-    finally:
-        await admin.close()
+    await create_topic(kafka_bootstrap, topic, 3)
     ts = [
         transition(ws, seg, "c1", p, 1, "entered"),
         transition(ws, seg, "c2", p, 1, "entered"),  # another writer's (an API call)
