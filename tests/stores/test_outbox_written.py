@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Callable
 
 import asyncpg
+import pytest
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
@@ -101,3 +102,25 @@ async def test_rows_are_sent_from_memory_only_when_nothing_older_is_unsent(
     assert by_key == expected
     async with pool.acquire() as conn:
         assert await pg.fetch_unsent(conn, [p], 100) == []
+
+
+async def test_a_failed_send_holds_rows_back_until_drained_or_its_partition_is_given_up(
+    pg_dsn: str, pool: asyncpg.Pool, redis: Redis, kafka_bootstrap: str, unique_name: Callable[[str], str]
+) -> None:
+    ws, seg = new_ws(), uuid.uuid4()
+    p, q = new_partitions(2)
+    topic = unique_name("retry")
+    await create_topic(kafka_bootstrap, topic, 3)
+    async with producer(Settings(kafka_bootstrap=kafka_bootstrap)) as prod:
+        sender = OutboxSender(prod, topic, WorkerMetrics(CollectorRegistry()))
+        closed = await pg.create_pool(pg_dsn, min_size=0, max_size=1)
+        await closed.close()
+        with pytest.raises(asyncpg.InterfaceError):
+            await sender.drain(closed, [p])  # a send of p's rows failed: they may be left unsent
+        # A later batch in q waits for a drain that sends p's leftovers first…
+        first = await _write(pool, redis, [q], [transition(ws, seg, "c1", q, 1, "entered")])
+        assert not await sender.send_written(first)
+        sender.forget([p])  # …until p is given up: its rows are the next owner's
+        assert await sender.send_written(first)
+    records = await read_topic(kafka_bootstrap, topic)
+    assert [r.value for r in records] == [render_transition(transition(ws, seg, "c1", q, 1, "entered"))]

@@ -120,6 +120,12 @@ class OutboxSender:
             async with pool.acquire() as conn:
                 await self.mark_in(conn)
 
+    def forget(self, partitions: Collection[int]) -> None:
+        """Partitions given up (revoked or claimed by another worker): their unsent rows are the
+        next owner's, which sends them on assignment — a failed send there no longer holds this
+        sender's batches to draining (no drain of the owned partitions would ever cover them)."""
+        self._retry.difference_update(partitions)
+
     async def send_written(self, written: Written) -> bool:
         """Send a committed unit's outbox rows from memory — read back they cost PostgreSQL a
         fetch and the worker a decode per row (docs/PERFORMANCE.md, "Issue 17") — when nothing

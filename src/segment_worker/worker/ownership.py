@@ -103,6 +103,7 @@ class Ownership:
         self.records.drop(partitions)
         self.metrics.forget_lag(partitions)
         self.latency.forget(partitions)
+        self.outbox.forget(partitions)
         self.metrics.set_owned(self.owner, len(self.state.owned))
 
     async def recover(self) -> None:
