@@ -53,7 +53,8 @@ _TYPE_NOUNS = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one per event, and a frozen dataclass's __init__ is ~4× slower (stores.RedisOp).
+@dataclass(slots=True, unsafe_hash=True)
 class ApplyResult:
     """What one event did. ``changed`` holds rule field keys (``"tags"``, ``"attributes.tier"``)
     whose value changed; ``applied`` is True when anything in the state (versions included) moved

@@ -153,7 +153,9 @@ class CustomerRecord:
         return f"CustomerRecord(state={self.state!r}, memberships={self.memberships!r})"
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one per transition, and a frozen dataclass's __init__ costs 1.15 µs here against
+# 0.25 µs (stores.RedisOp says more). Nothing mutates a Transition; unsafe_hash keeps frozen hashing.
+@dataclass(slots=True, unsafe_hash=True)
 class Transition:
     """One enter/exit of a (segment, customer) pair, as stored in ``transitions`` and emitted."""
 

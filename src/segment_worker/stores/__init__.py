@@ -30,7 +30,11 @@ class OpKind(IntEnum):
     DEL = 3
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: these are built per transition (three or four per transition on the batch path) and a
+# frozen dataclass's __init__ sets each field through object.__setattr__ — 1.0–1.35 µs each against
+# 0.25 µs (measured, 9-10 fields, CPython 3.11): ~7 µs of worker CPU per churn event. Nothing mutates
+# them; unsafe_hash keeps the frozen classes' hashing.
+@dataclass(slots=True, unsafe_hash=True)
 class RedisOp:
     """One Redis write committed with PostgreSQL; ``id`` orders ops (0 = not stored yet)."""
 
@@ -51,7 +55,8 @@ class OptOutChange:
     opted_out: bool
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, for speed: see RedisOp.
+@dataclass(slots=True, unsafe_hash=True)
 class TransitionRow:
     """A row of ``transitions`` (history and Kafka outbox); ``customer_id``/``seq`` are None for
     ``kind == 'deleted'``."""
@@ -70,7 +75,8 @@ class TransitionRow:
 
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, for speed: see RedisOp.
+@dataclass(slots=True, unsafe_hash=True)
 class PairPlan:
     """The net effect of a batch's transitions on one (segment, customer) membership row."""
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -379,8 +380,11 @@ class BatchProcessor:
             if s.rekeyed:
                 await publish_rekeyed(self._producer, self._topic, s.rekeyed)
             self._stage = "committing"
-        for t in result.transitions:
-            self._metrics.transitions.labels(t.kind, t.cause.get("kind", "event")).inc()
+        # Counted per batch: a labels() lookup and inc() per transition were ~1.5% of the worker's
+        # samples (py-spy, 100k churn events).
+        counts = Counter((t.kind, t.cause.get("kind", "event")) for t in result.transitions)
+        for (kind, cause), n in counts.items():
+            self._metrics.transitions.labels(kind, cause).inc(n)
         if self._latency is not None:
             self._latency.caused(result.transitions, s.events, s.sources)
         return len(result.transitions), dead, Written(u.rows, u.cursors)
