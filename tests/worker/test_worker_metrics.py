@@ -19,6 +19,7 @@ from helpers.scenario import create_workspace, encode, event
 from segment_worker.config import Settings
 from segment_worker.events import DLQ_REASONS
 from segment_worker.kafka import producer
+from segment_worker.state import Transition
 from segment_worker.stores import postgres as pg
 from segment_worker.worker.metrics import WorkerMetrics, build_labels
 
@@ -93,6 +94,33 @@ def test_bounded_labels_and_build_info_are_served_before_anything_counts() -> No
         assert registry.get_sample_value("segment_worker_tick_failures_total", {"scope": scope}) == 0
     assert registry.get_sample_value("segment_worker_build_info", build_labels()) == 1
     assert build_labels()["version"] != "unknown"
+
+
+def test_transitions_are_counted_by_kind_and_cause_kind_or_the_fixed_cause() -> None:
+    registry = CollectorRegistry()
+    metrics = WorkerMetrics(registry)
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    seg = uuid.uuid4()
+
+    def t(kind: str, cause: dict[str, str], seq: int) -> Transition:
+        return Transition(workspace_id="ws", segment_id=seg, segment_name="s", customer_id=f"c{seq}",
+                          partition=0, seq=seq, kind=kind, cause=cause, at=at)
+
+    # Each row's expected count is the number of inputs with that (kind, cause kind).
+    batch = [t("entered", {"kind": "event", "event_id": "e1"}, 1), t("exited", {"kind": "event"}, 2),
+             t("entered", {"kind": "event", "event_id": "e2"}, 3),
+             t("exited", {"kind": "customer_deleted"}, 4), t("entered", {}, 5)]
+    metrics.count_transitions(batch)
+    metrics.count_transitions([t("exited", {"kind": "time"}, 6), t("exited", {}, 7)], "time")
+
+    def count(kind: str, cause: str) -> float | None:
+        return registry.get_sample_value("segment_worker_transitions_total", {"kind": kind, "cause": cause})
+
+    assert count("entered", "event") == 3  # two with kind "event", one without a kind
+    assert count("exited", "event") == 1
+    assert count("exited", "customer_deleted") == 1
+    assert count("exited", "time") == 2  # the fixed cause, whatever the rows say
+    assert count("entered", "time") is None
 
 
 async def test_the_oldest_unsent_outbox_row_age_is_reported_while_the_outbox_is_held_back(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import platform
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from socketserver import ThreadingMixIn
@@ -19,6 +19,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, Info, make_wsgi_app
 
 from ..events import DLQ_REASONS
+from ..state import Transition
 
 _BATCH_SIZES = (1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000)
 _DURATIONS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -159,6 +160,18 @@ class WorkerMetrics:
         self._stuck: dict[str, int] = {}
         self._backlog: dict[str, int] = {}
         self._oldest: dict[str, float] = {}
+
+    def count_transitions(self, transitions: Iterable[Transition], cause: str | None = None) -> None:
+        """Count committed transitions by kind and cause (``cause``, else each one's cause kind).
+        Called by the batch and the ticker after their unit committed. One ``labels().inc(n)`` per
+        label pair, not per transition: that was ~1.5% of the worker's samples (py-spy, 100k churn
+        events)."""
+        tally: dict[tuple[str, str], int] = {}
+        for t in transitions:
+            k = (t.kind, cause or t.cause.get("kind", "event"))
+            tally[k] = tally.get(k, 0) + 1
+        for (kind, label), n in tally.items():
+            self.transitions.labels(kind, label).inc(n)
 
     def set_owned(self, owner: str, count: int) -> None:
         """Report one lane's owned partitions; the gauge is the process's total."""

@@ -416,7 +416,6 @@ class Ticker:
                 cause=TIME_CAUSE,
                 at=at,
             )
-            for t in transitions:
-                self._metrics.transitions.labels(t.kind, "time").inc()
-                moved.append((t.partition, (t.workspace_id, t.customer_id)))
+            self._metrics.count_transitions(transitions, "time")
+            moved.extend((t.partition, (t.workspace_id, t.customer_id)) for t in transitions)
         return moved
