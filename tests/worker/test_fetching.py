@@ -57,9 +57,14 @@ async def test_a_fetch_from_the_prefetch_buffer_takes_what_arrived_since(
     kafka_bootstrap: str, topic: str, consumers: list[AIOKafkaConsumer]
 ) -> None:
     topped, plain = consumers
-    await produce(kafka_bootstrap, topic, _records("a"), partition=0)
     t0 = time.monotonic()
-    assert await _values(topped, topic, 3000) == [f"a{i}".encode() for i in range(5)]
+    # The fetch starts on an empty buffer, before the records exist: produced first, they could
+    # reach aiokafka's background prefetch before getmany ran, which then answers at once and
+    # rightly tops up (seen once in CI: 3.0 s).
+    waiting = asyncio.create_task(_values(topped, topic, 3000))
+    await asyncio.sleep(0.2)
+    await produce(kafka_bootstrap, topic, _records("a"), partition=0)
+    assert await waiting == [f"a{i}".encode() for i in range(5)]
     assert time.monotonic() - t0 < 2.5  # it waited for the records: no top-up after it
     assert len(await _values(plain, topic, 0)) == 5
     # While "a batch runs": the next records are prefetched into aiokafka's buffer, and the ones
