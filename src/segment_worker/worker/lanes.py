@@ -10,13 +10,12 @@ the process's metrics and its record-cache budget.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from collections.abc import Iterable
 from dataclasses import replace
 
 from ..config import Settings
-from .gcpacing import GcPacer
+from .gcpacing import GcPacer, configure_collector
 from .loop import Worker, WorkerOptions
 from .metrics import WorkerMetrics
 
@@ -34,8 +33,8 @@ async def run_until_signalled(
 
     # The record cache holds many small long-lived objects: with the default thresholds the cyclic
     # GC rescans them constantly (about two thirds of the time spent loading records, measured);
-    # the pacer keeps them out of the collections' way (gcpacing).
-    gc.set_threshold(50_000, 20, 10)
+    # the thresholds and the pacer keep them out of the collections' way (gcpacing).
+    configure_collector()
     stop = asyncio.Event()
     pacer = asyncio.create_task(GcPacer().run(stop))
     loop = asyncio.get_running_loop()
