@@ -7,8 +7,8 @@ the process, since they share one event loop. ``gc.freeze()`` moves everything a
 permanent generation that collections skip, so, frozen every quarter second, collections only
 walk what was allocated since. Cyclic garbage that was frozen is not lost: every ``thaw_seconds``
 everything is handed back (``gc.unfreeze()``) and one full collection runs — one long pause per
-period instead of several a minute. (Almost all of the worker's garbage is freed by reference counting; the
-collections above found a few hundred cyclic objects.)
+period instead of several a minute. (Almost all of the worker's garbage is freed by reference
+counting; the collections above found a few hundred cyclic objects.)
 
 Between two freezes the young generation must not be collected either: what it holds is mostly
 records just loaded into the cache, which live on, and a collection walks each of them and what
@@ -19,7 +19,7 @@ decoding of loaded records, where most of them struck, took 0.96 s instead of 0.
 0.25 s with a threshold of 200,000 (``configure_collector``), the same run collected 20 times for
 0.03 s in all, and the worker's CPU per event fell by ~11% (docs/PERFORMANCE.md, "Issue 17").
 A burst of more than 200,000 allocations within a quarter of a second (several times the loading
-rate measured) still gets a collection, so cyclic garbage stays bounded between thaws.
+rate measured) still meets a collection before it is frozen.
 """
 
 from __future__ import annotations
