@@ -9,8 +9,8 @@ import uuid
 import asyncpg
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from helpers.databases import migrate_below
 from helpers.stores import T0, new_partitions, new_ws, state, transition
