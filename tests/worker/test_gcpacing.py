@@ -55,6 +55,7 @@ def test_a_quarter_second_of_record_loading_is_frozen_before_any_collection_walk
     """The worker's thresholds (``configure_collector``): the young objects one pacer period brings
     at twice the loading rate measured (~60,000 per 0.25 s at 6,500 events/s) are not collected —
     each collection would walk them all, and nearly all of them live on in the record cache."""
+    assert gc.isenabled(), "with the collector off this test could not fail"
     before = gc.get_threshold()
     starts: list[int] = []
 
