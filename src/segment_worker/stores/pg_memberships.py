@@ -17,34 +17,46 @@ import asyncpg
 import orjson
 
 from ..state import Transition
-from . import OpKind, OptOutChange, RedisOp, pg_diff, plan_transitions
+from . import OpKind, OptOutChange, PairPlan, RedisOp, pg_diff, plan_transitions
 from .errors import MembershipConflictError
 from .keys import optout_key, segment_key
 
-# The continuity check probes the primary key once per pair: LIMIT 1 keeps the subquery from
-# being pulled up into a join, which the planner's custom plans (the first five executions on a
-# connection, where it knows the array's length) ran as a hash join over a sequential scan of all
-# memberships — 163 of a batch's 186 ms at 400k memberships (auto_explain, docs/PERFORMANCE.md).
+# One primary-key probe per pair that has a stored row, none for a new pair, and no upsert:
+# - The continuity check probes the primary key for pairs that continue a stored row (LIMIT 1
+#   keeps the subquery from being pulled up into a join, which the planner's custom plans — the
+#   first five executions on a connection, where it knows the arrays' length — ran as a hash join
+#   over a sequential scan of all memberships: 163 of a batch's 186 ms at 400k memberships,
+#   auto_explain, docs/PERFORMANCE.md). The probe keeps the row's ctid, and the row is updated by
+#   it: read in this statement's snapshot under the partition locks every membership writer holds,
+#   it still names the row.
+# - A pair with no stored row (seq 0, ~60% of a churn batch's pairs) is inserted without a probe:
+#   if a row exists after all (a stale membership cache), the primary key refuses it and the whole
+#   statement with it (mapped to MembershipConflictError below).
+# The upsert this replaces probed every pair twice (the check, then ON CONFLICT's own) and locked
+# each updated row first: this statement costs ~10% less PostgreSQL CPU per pair (docs/PERFORMANCE.md).
 _WRITE_TRANSITIONS_SQL = """
-WITH chk AS (
-    SELECT count(*) AS bad
-    FROM unnest($1::uuid[], $2::text[], $3::int[], $4::bool[]) AS i(seg, cid, prev, was_member)
+WITH cur AS MATERIALIZED (
+    SELECT i.*, m.mtid, COALESCE(m.seq, 0) <> i.prev OR COALESCE(m.is_member, false) <> i.was_member AS bad
+    FROM unnest($1::uuid[], $2::text[], $3::int[], $4::bool[], $5::text[], $6::int[], $7::bool[], $8::int[],
+                $9::timestamptz[]) AS i(seg, cid, prev, was_member, ws, part, member, seq, joined)
     LEFT JOIN LATERAL (
-        SELECT m.seq, m.is_member FROM memberships m
-        WHERE m.segment_id = i.seg AND m.customer_id = i.cid
+        SELECT m.ctid AS mtid, m.seq, m.is_member FROM memberships m
+        WHERE (i.prev > 0 OR i.was_member) AND m.segment_id = i.seg AND m.customer_id = i.cid
         LIMIT 1
     ) m ON true
-    WHERE COALESCE(m.seq, 0) <> i.prev OR COALESCE(m.is_member, false) <> i.was_member
 ),
+chk AS (SELECT count(*) FILTER (WHERE bad) AS bad FROM cur),
 ok AS (SELECT bad = 0 AS ok FROM chk),
-mem AS (
-    INSERT INTO memberships AS m (segment_id, customer_id, workspace_id, partition, is_member, seq, joined_at)
-    SELECT * FROM unnest($1::uuid[], $2::text[], $5::text[], $6::int[], $7::bool[], $8::int[],
-                         $9::timestamptz[])
-    WHERE (SELECT ok FROM ok)
-    ON CONFLICT (segment_id, customer_id) DO UPDATE
-    SET workspace_id = EXCLUDED.workspace_id, partition = EXCLUDED.partition,
-        is_member = EXCLUDED.is_member, seq = EXCLUDED.seq, joined_at = EXCLUDED.joined_at
+upd AS (
+    UPDATE memberships m
+    SET workspace_id = c.ws, partition = c.part, is_member = c.member, seq = c.seq, joined_at = c.joined
+    FROM cur c
+    WHERE c.mtid IS NOT NULL AND m.ctid = c.mtid AND (SELECT ok FROM ok)
+),
+ins AS (
+    INSERT INTO memberships (segment_id, customer_id, workspace_id, partition, is_member, seq, joined_at)
+    SELECT seg, cid, ws, part, member, seq, joined FROM cur
+    WHERE mtid IS NULL AND (SELECT ok FROM ok)
 ),
 cnt AS (
     INSERT INTO segment_counts AS s (segment_id, partition, count)
@@ -86,7 +98,7 @@ def _dumps(value: Any) -> str:
 async def write_transitions(
     conn: asyncpg.Connection, transitions: Sequence[Transition], *, unit: bool = False
 ) -> list[RedisOp]:
-    """Store ``transitions`` (in the given order): upsert memberships (``joined_at`` = transition
+    """Store ``transitions`` (in the given order): update or insert memberships (``joined_at`` = transition
     time on enter, NULL after exit), add count deltas per (segment, partition) and append
     ``transitions`` rows — outbox rows until their partition's outbox cursor passes them, pending
     Redis ops until its Redis cursor does (``pg_redisops``). Answers their SADD/SREM ops on the
@@ -94,7 +106,9 @@ async def write_transitions(
     them from memory after commit (written otherwise, they stay pending until replayed).
 
     Each pair's first transition must continue the stored row (seq + 1, opposite kind), else
-    ``MembershipConflictError`` is raised and nothing is written.
+    ``MembershipConflictError`` is raised and nothing is written; the statement may have failed
+    in PostgreSQL (a pair written as new that has a row), so roll back the enclosing transaction
+    (a unit does).
     """
     if not unit and id(conn) in UNIT_CONNECTIONS:
         raise TypeError("inside a unit of work, write transitions with Unit.write_transitions")
@@ -104,6 +118,41 @@ async def write_transitions(
     pairs = plan.pairs
     deltas = list(plan.count_deltas.items())
     ts = transitions
+    try:
+        bad, ids = await _write(conn, pairs, deltas, ts)
+    except asyncpg.UniqueViolationError as e:
+        if e.constraint_name != "memberships_pkey":
+            raise
+        raise MembershipConflictError(
+            "a (segment, customer) pair written as new has a stored membership (stale membership"
+            " cache?); nothing was written"
+        ) from e
+    if bad:
+        raise MembershipConflictError(
+            f"{bad} of {len(pairs)} (segment, customer) pairs do not continue their stored membership"
+            " (stale membership cache?); nothing was written"
+        )
+    # The ids follow the rows' order: the INSERT draws them from the sequence in ORDER BY ord.
+    keys: dict[tuple[str, UUID], str] = {}
+    return [
+        RedisOp(
+            t.partition,
+            OpKind.SADD if t.kind == "entered" else OpKind.SREM,
+            keys.get((t.workspace_id, t.segment_id))
+            or keys.setdefault((t.workspace_id, t.segment_id), segment_key(t.workspace_id, t.segment_id)),
+            t.customer_id,
+            id_,
+        )
+        for t, id_ in zip(ts, ids or (), strict=True)
+    ]
+
+
+async def _write(
+    conn: asyncpg.Connection, pairs: Sequence[PairPlan], deltas: Sequence[tuple[tuple[UUID, int], int]],
+    ts: Sequence[Transition],
+) -> tuple[int, list[int] | None]:
+    """Run ``_WRITE_TRANSITIONS_SQL``: (pairs that do not continue their row, the new rows' ids
+    or None when nothing was written)."""
     bad, ids = await conn.fetchrow(
         _WRITE_TRANSITIONS_SQL,
         [p.segment_id for p in pairs],
@@ -128,24 +177,7 @@ async def write_transitions(
         [_dumps(t.cause) for t in ts],
         [t.at for t in ts],
     )
-    if bad:
-        raise MembershipConflictError(
-            f"{bad} of {len(pairs)} (segment, customer) pairs do not continue their stored membership"
-            " (stale membership cache?); nothing was written"
-        )
-    # The ids follow the rows' order: the INSERT draws them from the sequence in ORDER BY ord.
-    keys: dict[tuple[str, UUID], str] = {}
-    return [
-        RedisOp(
-            t.partition,
-            OpKind.SADD if t.kind == "entered" else OpKind.SREM,
-            keys.get((t.workspace_id, t.segment_id))
-            or keys.setdefault((t.workspace_id, t.segment_id), segment_key(t.workspace_id, t.segment_id)),
-            t.customer_id,
-            id_,
-        )
-        for t, id_ in zip(ts, ids, strict=True)
-    ]
+    return bad, ids
 
 
 async def insert_redis_ops(conn: asyncpg.Connection, ops: Sequence[RedisOp]) -> None:
