@@ -33,7 +33,8 @@ from .keys import optout_key, segment_key
 #   if a row exists after all (a stale membership cache), the primary key refuses it and the whole
 #   statement with it (mapped to MembershipConflictError below).
 # The upsert this replaces probed every pair twice (the check, then ON CONFLICT's own) and locked
-# each updated row first: this statement costs ~10% less PostgreSQL CPU per pair (docs/PERFORMANCE.md).
+# each updated row first: ~10% less PostgreSQL CPU per pair in a micro-benchmark of the statement,
+# 5-7% less per churn event in the bench's A/B runs (docs/PERFORMANCE.md).
 _WRITE_TRANSITIONS_SQL = """
 WITH cur AS MATERIALIZED (
     SELECT i.*, m.mtid, COALESCE(m.seq, 0) <> i.prev OR COALESCE(m.is_member, false) <> i.was_member AS bad
