@@ -71,6 +71,46 @@ async def test_full_scan_and_candidate_diffs_agree(conn: asyncpg.Connection) -> 
     assert counts[full] == counts[by_cand] > 0
 
 
+async def test_a_candidate_diff_moves_only_candidates_of_its_partitions(conn: asyncpg.Connection) -> None:
+    # A tick's diff: only the customers its candidates name, of the partitions it ticks — whoever
+    # else the rule now disagrees with waits for their own candidate list. Tombstones exit.
+    ws = new_ws()
+    p, q = new_partitions(2)
+    seg = uuid.uuid4()
+    ids = [f"c{i:02}" for i in range(24)]
+    part = {cid: (p if i % 2 else q) for i, cid in enumerate(ids)}
+    await pg.save_states(conn, [state(ws, cid, part[cid], tags={"vip"} if i % 3 else set())
+                                for i, cid in enumerate(ids)])
+    await pg.diff_segment(conn, ws, seg, "VIPs", VIP_SQL, [["vip"]], cause=CAUSE, at=T0)
+    member = {cid: bool(i % 3) for i, cid in enumerate(ids)}
+    # Every customer's tag flips; a few are deleted (a tombstone matches no rule).
+    deleted = {"c01", "c04", "c07"}
+    now_vip = {cid: not member[cid] and cid not in deleted for cid in ids}
+    await pg.save_states(conn, [
+        state(ws, cid, part[cid], tags={"vip"} if now_vip[cid] else set(), deleted=cid in deleted)
+        for cid in ids
+    ])
+    cands = ids[: len(ids) * 2 // 3]
+    # Listed twice: still one transition each.
+    cand_sql = "SELECT unnest($2::text[]) UNION ALL SELECT unnest($2::text[])"
+    ts = await pg.diff_segment(
+        conn, ws, seg, "VIPs", VIP_SQL, [["vip"], cands], partitions=[p], candidates_sql=cand_sql,
+        cause=CAUSE, at=T0,
+    )
+    expected = sorted(
+        (cid, 2 if member[cid] else 1, "exited" if member[cid] else "entered")
+        for cid in cands if part[cid] == p and member[cid] != now_vip[cid]
+    )
+    assert sorted((t.customer_id, t.seq, t.kind) for t in ts) == expected
+    assert {cid for cid, _, kind in expected if kind == "exited"} & deleted, "a tombstone exits"
+    stored = {r["customer_id"]: r["is_member"] for r in await conn.fetch(
+        "SELECT customer_id, is_member FROM memberships WHERE segment_id = $1", seg)}
+    moved = {cid for cid, _, _ in expected}
+    assert {cid for cid, m in stored.items() if m} == {
+        cid for cid in ids if (now_vip[cid] if cid in moved else member[cid])
+    }
+
+
 async def test_the_counting_diff_writes_what_the_answering_one_does(conn: asyncpg.Connection) -> None:
     ws = new_ws()
     (p,) = new_partitions(1)
