@@ -112,11 +112,12 @@ def _changes_of_candidates(ws: str, seg: str, c_filter: str, m_filter: str, wher
 
 
 def _statement(
-    n: int, where_sql: str, *, partitions: bool, candidates_sql: str | None, scanned: bool, answer: bool
+    n: int, where_sql: str, *, partitions: bool, candidates_sql: str | None, answer: bool
 ) -> str:
+    """The writing statement: over ``candidates_sql``'s customers, or (None) over ``MATCHED_TABLE``."""
     ws, seg, name, cz, ts, key, parts = (f"${n + i}" for i in range(1, 8))
     c_filter, m_filter = _filters(parts if partitions else None)
-    if scanned:
+    if candidates_sql is None:
         sources = f"matched AS MATERIALIZED (SELECT customer_id, partition FROM pg_temp.{MATCHED_TABLE}),"
         changes = _changes_scanned(seg, m_filter)
     else:
@@ -193,8 +194,7 @@ async def diff(
 ) -> list[DiffRow] | tuple[int, int]:
     """Run the diff (see ``pg_memberships.diff_segment`` for the arguments). Answers the rows
     written, unordered, when ``answer``; else only how many entered and how many exited."""
-    scanned = candidates_sql is None
-    if scanned:
+    if candidates_sql is None:
         # The writing statement sorts and hashes ~100k rows per 1M customers: at the default 4 MB
         # they spill to disk. Until the unit commits (the caller's transaction).
         await conn.execute(f"SET LOCAL work_mem = '{DIFF_WORK_MEM}'")
@@ -202,7 +202,7 @@ async def diff(
         params = []  # the rule's placeholders are not in the writing statement
     sql = _statement(
         len(params), where_sql, partitions=partitions is not None, candidates_sql=candidates_sql,
-        scanned=scanned, answer=answer,
+        answer=answer,
     )
     args = [
         *params,
