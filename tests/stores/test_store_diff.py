@@ -83,11 +83,13 @@ async def test_a_candidate_diff_moves_only_candidates_of_its_partitions(conn: as
                                 for i, cid in enumerate(ids)])
     await pg.diff_segment(conn, ws, seg, "VIPs", VIP_SQL, [["vip"]], cause=CAUSE, at=T0)
     member = {cid: bool(i % 3) for i, cid in enumerate(ids)}
-    # Every customer's tag flips; a few are deleted (a tombstone matches no rule).
+    # Every customer's tag flips; a few are deleted. A tombstone is in no segment, even one whose
+    # rule its row still matches (``{"all": []}``, ``not_has``): here it keeps the tag.
     deleted = {"c01", "c04", "c07"}
     now_vip = {cid: not member[cid] and cid not in deleted for cid in ids}
     await pg.save_states(conn, [
-        state(ws, cid, part[cid], tags={"vip"} if now_vip[cid] else set(), deleted=cid in deleted)
+        state(ws, cid, part[cid], tags={"vip"} if now_vip[cid] or cid in deleted else set(),
+              deleted=cid in deleted)
         for cid in ids
     ])
     cands = ids[: len(ids) * 2 // 3]

@@ -85,25 +85,31 @@ def _changes_scanned(seg: str, m_filter: str) -> str:
 
 
 def _changes_of_candidates(ws: str, seg: str, c_filter: str, m_filter: str, where_sql: str) -> str:
-    """The same columns for the customers of ``cand`` only (a tick's flip ranges): one pass over
-    them, two primary-key probes each — does the rule match the customer now, is it a member.
+    """The same columns for the customers of ``cand`` only (a tick's flip ranges, a static segment's
+    adds and removes, an import's new customers): one pass over them, two primary-key probes each —
+    does the rule match the customer now, is it a member.
 
     The form before — matched customers in a CTE, then entering ones joined to their rows and
     exiting members ``NOT EXISTS`` in that CTE — was planned as a nested-loop anti-join over the
     CTE whenever the candidates' values were newer than the table's statistics (a tick's fresh
     interactions always are: estimated at one row), quadratic in the candidates: 48 of a tick
     statement's 79 ms with 1,514 candidates under load; 1.48 s against 48 ms now with 15,000
-    (PostgreSQL 15: 1.66 s / 60 ms; docs/PERFORMANCE.md). ``OFFSET 0`` keeps the rule's subquery a
-    probe per candidate whatever the planner guesses of ``cand``."""
+    (PostgreSQL 15: 1.66 s / 60 ms; docs/PERFORMANCE.md). The customer is read by its primary key
+    alone and the rule, the tombstone and the partitions are evaluated on that row (``OFFSET 0``
+    keeps them out of the scan's conditions): with them among its conditions the planner may probe
+    another index per candidate — ``customers_partition`` covers every customer of the partitions —
+    when its statistics call it as selective."""
     return f"""
         SELECT k.customer_id, COALESCE(x.partition, m.partition) AS partition,
                COALESCE(m.seq, 0) + 1 AS seq, x.partition IS NOT NULL AS enter, m.ctid AS mtid
         FROM (SELECT DISTINCT customer_id FROM cand) k
         LEFT JOIN LATERAL (
-            SELECT c.partition FROM customers c
-            WHERE c.workspace_id = {ws}::text AND c.customer_id = k.customer_id AND NOT c.deleted{c_filter}
-              AND ({where_sql})
-            OFFSET 0
+            SELECT c.partition FROM (
+                SELECT c.partition, NOT c.deleted AND ({where_sql}) AS hit FROM customers c
+                WHERE c.workspace_id = {ws}::text AND c.customer_id = k.customer_id
+                OFFSET 0
+            ) c
+            WHERE c.hit{c_filter}
         ) x ON true
         LEFT JOIN memberships m ON m.segment_id = {seg}::uuid AND m.customer_id = k.customer_id
         WHERE CASE WHEN x.partition IS NOT NULL THEN m.is_member IS NOT TRUE
