@@ -34,12 +34,16 @@ DIFF_WORK_MEM = "64MB"
 DiffRow = tuple[str, int, int, bool]
 
 
-def _filters(partitions_ph: str | None) -> tuple[str, str]:
-    """Extra WHERE conditions on ``customers c`` and ``memberships m``: the partitions, if given."""
-    if partitions_ph is None:
-        return "", ""
-    cond = f".partition = ANY({partitions_ph}::int[])"
-    return f" AND c{cond}", f" AND m{cond}"
+def _filters(partitions_ph: str | None, candidates: bool) -> tuple[str, str]:
+    """Extra WHERE conditions on ``customers c`` and ``memberships m``."""
+    c_filter = m_filter = ""
+    if partitions_ph is not None:
+        c_filter += f" AND c.partition = ANY({partitions_ph}::int[])"
+        m_filter += f" AND m.partition = ANY({partitions_ph}::int[])"
+    if candidates:
+        c_filter += " AND c.customer_id IN (SELECT customer_id FROM cand)"
+        m_filter += " AND m.customer_id IN (SELECT customer_id FROM cand)"
+    return c_filter, m_filter
 
 
 async def _scan_into_table(
@@ -52,7 +56,7 @@ async def _scan_into_table(
     """The customers ``where_sql`` matches, into ``MATCHED_TABLE`` (a parallel scan when the
     planner finds it worth it)."""
     n = len(params)
-    c_filter, _ = _filters(f"${n + 2}" if partitions is not None else None)
+    c_filter, _ = _filters(f"${n + 2}" if partitions is not None else None, False)
     args = [*params, workspace_id, *([list(partitions)] if partitions is not None else [])]
     await conn.execute(f"DROP TABLE IF EXISTS pg_temp.{MATCHED_TABLE}")
     await conn.execute(
@@ -68,11 +72,12 @@ async def _scan_into_table(
     await conn.execute(f"ANALYZE pg_temp.{MATCHED_TABLE}")
 
 
-def _changes_scanned(seg: str, m_filter: str) -> str:
-    """The pairs to change after a full scan (``matched``): (customer_id, partition, seq, enter,
-    mtid = ctid of the stored row). One pass over the segment's stored rows (a full join), not one
-    per direction: at 1M customers they are ~100k rows spread over as many heap pages."""
-    return f"""
+def _changes(seg: str, m_filter: str, *, scanned: bool) -> str:
+    """The pairs to change: (customer_id, partition, seq, enter, mtid = ctid of the stored row)."""
+    if scanned:
+        # One pass over the segment's stored rows (a full join), not one per direction: at 1M
+        # customers they are ~100k rows spread over as many heap pages.
+        return f"""
         SELECT COALESCE(x.customer_id, m.customer_id) AS customer_id,
                COALESCE(x.partition, m.partition) AS partition,
                COALESCE(m.seq, 0) + 1 AS seq, x.customer_id IS NOT NULL AS enter, m.ctid AS mtid
@@ -82,53 +87,32 @@ def _changes_scanned(seg: str, m_filter: str) -> str:
         WHERE CASE WHEN x.customer_id IS NOT NULL THEN m.is_member IS NOT TRUE
                    ELSE m.is_member{m_filter} END
         """
-
-
-def _changes_of_candidates(ws: str, seg: str, c_filter: str, m_filter: str, where_sql: str) -> str:
-    """The same columns for the customers of ``cand`` only (a tick's flip ranges, a static segment's
-    adds and removes, an import's new customers): one pass over them, two primary-key probes each —
-    does the rule match the customer now, is it a member.
-
-    The form before — matched customers in a CTE, then entering ones joined to their rows and
-    exiting members ``NOT EXISTS`` in that CTE — was planned as a nested-loop anti-join over the
-    CTE whenever the candidates' values were newer than the table's statistics (a tick's fresh
-    interactions always are: estimated at one row), quadratic in the candidates: 48 of a tick
-    statement's 79 ms with 1,514 candidates under load; 1.48 s against 48 ms now with 15,000
-    (PostgreSQL 15: 1.66 s / 60 ms; docs/PERFORMANCE.md). The customer is read by its primary key
-    alone and the rule, the tombstone and the partitions are evaluated on that row (``OFFSET 0``
-    keeps them out of the scan's conditions): with them among its conditions the planner may probe
-    another index per candidate — ``customers_partition`` covers every customer of the partitions —
-    when its statistics call it as selective."""
     return f"""
-        SELECT k.customer_id, COALESCE(x.partition, m.partition) AS partition,
-               COALESCE(m.seq, 0) + 1 AS seq, x.partition IS NOT NULL AS enter, m.ctid AS mtid
-        FROM (SELECT DISTINCT customer_id FROM cand) k
-        LEFT JOIN LATERAL (
-            SELECT c.partition FROM (
-                SELECT c.partition, NOT c.deleted AND ({where_sql}) AS hit FROM customers c
-                WHERE c.workspace_id = {ws}::text AND c.customer_id = k.customer_id
-                OFFSET 0
-            ) c
-            WHERE c.hit{c_filter}
-        ) x ON true
-        LEFT JOIN memberships m ON m.segment_id = {seg}::uuid AND m.customer_id = k.customer_id
-        WHERE CASE WHEN x.partition IS NOT NULL THEN m.is_member IS NOT TRUE
-                   ELSE m.is_member{m_filter} END
+        SELECT x.customer_id, x.partition, COALESCE(m.seq, 0) + 1 AS seq, true AS enter, m.ctid AS mtid
+        FROM matched x
+        LEFT JOIN memberships m ON m.segment_id = {seg}::uuid AND m.customer_id = x.customer_id
+        WHERE m.is_member IS NOT TRUE
+        UNION ALL
+        SELECT m.customer_id, m.partition, m.seq + 1, false, m.ctid
+        FROM memberships m
+        WHERE m.segment_id = {seg}::uuid AND m.is_member{m_filter}
+          AND NOT EXISTS (SELECT 1 FROM matched x WHERE x.customer_id = m.customer_id)
         """
 
 
 def _statement(
-    n: int, where_sql: str, *, partitions: bool, candidates_sql: str | None, answer: bool
+    n: int, where_sql: str, *, partitions: bool, candidates_sql: str | None, scanned: bool, answer: bool
 ) -> str:
-    """The writing statement: over ``candidates_sql``'s customers, or (None) over ``MATCHED_TABLE``."""
     ws, seg, name, cz, ts, key, parts = (f"${n + i}" for i in range(1, 8))
-    c_filter, m_filter = _filters(parts if partitions else None)
-    if candidates_sql is None:
-        sources = f"matched AS MATERIALIZED (SELECT customer_id, partition FROM pg_temp.{MATCHED_TABLE}),"
-        changes = _changes_scanned(seg, m_filter)
+    c_filter, m_filter = _filters(parts if partitions else None, candidates_sql is not None)
+    cand_cte = f"cand(customer_id) AS MATERIALIZED ({candidates_sql})," if candidates_sql else ""
+    if scanned:
+        matched = f"SELECT customer_id, partition FROM pg_temp.{MATCHED_TABLE}"
     else:
-        sources = f"cand(customer_id) AS MATERIALIZED ({candidates_sql}),"
-        changes = _changes_of_candidates(ws, seg, c_filter, m_filter, where_sql)
+        matched = (
+            f"SELECT c.customer_id, c.partition FROM customers c"
+            f" WHERE c.workspace_id = {ws}::text AND NOT c.deleted{c_filter} AND ({where_sql})"
+        )
     result = (
         "SELECT c.customer_id, c.partition, c.seq, c.enter, b.n FROM changes c, bad b"
         if answer
@@ -139,10 +123,12 @@ def _statement(
     # locks every membership writer holds): no second index lookup per row, as an upsert's
     # conflict check would make. ``bad`` counts rows not found that way (never expected).
     return f"""
-    WITH {sources}
+    WITH {cand_cte}
+    matched AS MATERIALIZED ({matched}),
     -- Sorted once, narrow, so the history (transition ids) and the op rows follow (partition,
     -- customer) whatever the join: the readers below keep this order.
-    changes AS MATERIALIZED (SELECT * FROM ({changes}) d ORDER BY partition, customer_id),
+    changes AS MATERIALIZED (SELECT * FROM ({_changes(seg, m_filter, scanned=scanned)}) d
+                             ORDER BY partition, customer_id),
     upd AS (
         UPDATE memberships m
         SET partition = c.partition, is_member = c.enter, seq = c.seq,
@@ -200,7 +186,8 @@ async def diff(
 ) -> list[DiffRow] | tuple[int, int]:
     """Run the diff (see ``pg_memberships.diff_segment`` for the arguments). Answers the rows
     written, unordered, when ``answer``; else only how many entered and how many exited."""
-    if candidates_sql is None:
+    scanned = candidates_sql is None
+    if scanned:
         # The writing statement sorts and hashes ~100k rows per 1M customers: at the default 4 MB
         # they spill to disk. Until the unit commits (the caller's transaction).
         await conn.execute(f"SET LOCAL work_mem = '{DIFF_WORK_MEM}'")
@@ -208,7 +195,7 @@ async def diff(
         params = []  # the rule's placeholders are not in the writing statement
     sql = _statement(
         len(params), where_sql, partitions=partitions is not None, candidates_sql=candidates_sql,
-        answer=answer,
+        scanned=scanned, answer=answer,
     )
     args = [
         *params,
