@@ -3,7 +3,10 @@ and the same result whether the scan goes through the temporary table or a candi
 
 from __future__ import annotations
 
+import json
 import uuid
+from datetime import timedelta
+from typing import Any
 
 import asyncpg
 from redis.asyncio import Redis
@@ -111,6 +114,68 @@ async def test_a_candidate_diff_moves_only_candidates_of_its_partitions(conn: as
     assert {cid for cid, m in stored.items() if m} == {
         cid for cid in ids if (now_vip[cid] if cid in moved else member[cid])
     }
+
+
+def _loops_of_cte_scans(plan: dict[str, Any]) -> list[tuple[str, int]]:
+    """(CTE name, times scanned) of every CTE scan in an EXPLAIN (FORMAT JSON) plan tree."""
+    found = [(plan["CTE Name"], plan["Actual Loops"])] if plan["Node Type"] == "CTE Scan" else []
+    for child in plan.get("Plans", []):
+        found += _loops_of_cte_scans(child)
+    return found
+
+
+async def test_a_candidate_diff_reads_its_ctes_once_when_statistics_are_stale(
+    conn: asyncpg.Connection,
+) -> None:
+    # A tick's candidates are the customers whose values just changed: newer than the statistics,
+    # so the planner estimates them (and the customers they match) at one row. A plan that re-reads
+    # a CTE per row of another (a nested-loop anti-join of the stored members against the matched
+    # customers did) is then quadratic: 15,000 candidates took 1-5 s (docs/PERFORMANCE.md).
+    ws = new_ws()
+    (p,) = new_partitions(1)
+    seg = uuid.uuid4()
+    recent = "c.last_interaction_at >= $1::timestamptz"
+    since = T0 - timedelta(days=7)
+    days = {f"c{i:04}": i % 20 for i in range(2_000)}
+    await pg.save_states(conn, [state(ws, cid, p, last_interaction_at=T0 - timedelta(days=d, hours=1))
+                                for cid, d in days.items()])
+    await pg.diff_segment(conn, ws, seg, "Recent", recent, [since], cause=CAUSE, at=T0)
+    await conn.execute("ANALYZE customers")
+    await conn.execute("ANALYZE memberships")
+    members = [cid for cid, d in days.items() if d < 7]
+    others = [cid for cid, d in days.items() if d >= 7]
+    fresh = members[:500] + others[:100]
+    await conn.execute(
+        "UPDATE customers SET last_interaction_at = $3"
+        " WHERE workspace_id = $1 AND customer_id = ANY($2::text[])", ws, fresh, T0 + timedelta(hours=1),
+    )
+    plans: list[dict[str, Any]] = []
+
+    def collect(_: object, message: asyncpg.PostgresLogMessage) -> None:
+        text = str(message.message)
+        if "changes AS MATERIALIZED" in text:
+            plans.append(json.loads(text[text.index("{"):])["Plan"])
+
+    # auto_explain sends the executed plan, with the rows and loops of each node, to this client.
+    await conn.execute("LOAD 'auto_explain'")
+    for name, value in [("log_min_duration", "0"), ("log_analyze", "on"), ("log_timing", "off"),
+                        ("log_format", "json"), ("log_level", "notice"), ("log_nested_statements", "on")]:
+        await conn.execute(f"SET LOCAL auto_explain.{name} = '{value}'")
+    conn.add_log_listener(collect)
+    try:
+        ts = await pg.diff_segment(
+            conn, ws, seg, "Recent", recent, [since], partitions=[p], cause=CAUSE, at=T0,
+            candidates_sql=f"SELECT customer_id FROM customers WHERE workspace_id = '{ws}'"
+            f" AND last_interaction_at > '{(T0 + timedelta(minutes=30)).isoformat()}'",
+        )
+    finally:
+        conn.remove_log_listener(collect)
+        await conn.execute("SET LOCAL auto_explain.log_min_duration = -1")
+    assert sorted((t.customer_id, t.kind) for t in ts) == [(cid, "entered") for cid in sorted(others[:100])]
+    assert len(plans) == 1
+    scans = _loops_of_cte_scans(plans[0])
+    assert {name for name, _ in scans} >= {"cand", "matched", "changes"}
+    assert [(name, loops) for name, loops in scans if loops > 1] == []
 
 
 async def test_the_counting_diff_writes_what_the_answering_one_does(conn: asyncpg.Connection) -> None:

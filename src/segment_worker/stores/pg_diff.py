@@ -35,14 +35,14 @@ DiffRow = tuple[str, int, int, bool]
 
 
 def _filters(partitions_ph: str | None, candidates: bool) -> tuple[str, str]:
-    """Extra WHERE conditions on ``customers c`` and ``memberships m``."""
+    """Extra WHERE conditions on ``customers c`` and on the stored rows ``memberships m`` that
+    would exit (the candidates' filter on those is in ``_changes``)."""
     c_filter = m_filter = ""
     if partitions_ph is not None:
         c_filter += f" AND c.partition = ANY({partitions_ph}::int[])"
         m_filter += f" AND m.partition = ANY({partitions_ph}::int[])"
     if candidates:
         c_filter += " AND c.customer_id IN (SELECT customer_id FROM cand)"
-        m_filter += " AND m.customer_id IN (SELECT customer_id FROM cand)"
     return c_filter, m_filter
 
 
@@ -72,41 +72,42 @@ async def _scan_into_table(
     await conn.execute(f"ANALYZE pg_temp.{MATCHED_TABLE}")
 
 
-def _changes(seg: str, m_filter: str, *, scanned: bool) -> str:
-    """The pairs to change: (customer_id, partition, seq, enter, mtid = ctid of the stored row)."""
-    if scanned:
-        # One pass over the segment's stored rows (a full join), not one per direction: at 1M
-        # customers they are ~100k rows spread over as many heap pages.
-        return f"""
+def _changes(seg: str, m_filter: str, *, candidates: bool) -> str:
+    """The pairs to change: (customer_id, partition, seq, enter, mtid = ctid of the stored row).
+
+    One pass: the matched customers full-joined to the segment's stored rows — all of them after
+    a full scan (at 1M customers ~100k rows over as many heap pages: read once, not once per
+    direction), only the candidates' otherwise. A full join is planned as a hash or merge join,
+    never as a nested loop. The form before for candidates (matched customers joined to their
+    rows, then exiting members ``NOT EXISTS`` in the matched CTE) got a nested-loop anti-join
+    re-reading that CTE per stored row whenever the candidates' values were newer than the
+    statistics (a tick's fresh interactions always are: estimated at one row) — quadratic: 15,000
+    candidates 5.2 s against 0.14 s now (docs/PERFORMANCE.md, "A tick's candidate diff"). Nor is
+    anything probed per candidate by force (``LATERAL``): a new workspace is estimated at one row,
+    so such a probe may use an index on ``workspace_id`` alone and read the whole workspace each
+    time (a 20k-row import took 92 s that way in a full test run)."""
+    stored = f"segment_id = {seg}::uuid"
+    if candidates:
+        stored += " AND customer_id IN (SELECT customer_id FROM cand)"
+    return f"""
         SELECT COALESCE(x.customer_id, m.customer_id) AS customer_id,
                COALESCE(x.partition, m.partition) AS partition,
                COALESCE(m.seq, 0) + 1 AS seq, x.customer_id IS NOT NULL AS enter, m.ctid AS mtid
         FROM matched x
         FULL JOIN (SELECT customer_id, partition, seq, is_member, ctid FROM memberships
-                   WHERE segment_id = {seg}::uuid) m ON m.customer_id = x.customer_id
+                   WHERE {stored}) m ON m.customer_id = x.customer_id
         WHERE CASE WHEN x.customer_id IS NOT NULL THEN m.is_member IS NOT TRUE
                    ELSE m.is_member{m_filter} END
         """
-    return f"""
-        SELECT x.customer_id, x.partition, COALESCE(m.seq, 0) + 1 AS seq, true AS enter, m.ctid AS mtid
-        FROM matched x
-        LEFT JOIN memberships m ON m.segment_id = {seg}::uuid AND m.customer_id = x.customer_id
-        WHERE m.is_member IS NOT TRUE
-        UNION ALL
-        SELECT m.customer_id, m.partition, m.seq + 1, false, m.ctid
-        FROM memberships m
-        WHERE m.segment_id = {seg}::uuid AND m.is_member{m_filter}
-          AND NOT EXISTS (SELECT 1 FROM matched x WHERE x.customer_id = m.customer_id)
-        """
 
 
-def _statement(
-    n: int, where_sql: str, *, partitions: bool, candidates_sql: str | None, scanned: bool, answer: bool
-) -> str:
+def _statement(n: int, where_sql: str, *, partitions: bool, candidates_sql: str | None, answer: bool) -> str:
+    """The writing statement: over ``candidates_sql``'s customers, or (None) over ``MATCHED_TABLE``."""
     ws, seg, name, cz, ts, key, parts = (f"${n + i}" for i in range(1, 8))
     c_filter, m_filter = _filters(parts if partitions else None, candidates_sql is not None)
     cand_cte = f"cand(customer_id) AS MATERIALIZED ({candidates_sql})," if candidates_sql else ""
-    if scanned:
+    changes = _changes(seg, m_filter, candidates=candidates_sql is not None)
+    if candidates_sql is None:
         matched = f"SELECT customer_id, partition FROM pg_temp.{MATCHED_TABLE}"
     else:
         matched = (
@@ -127,7 +128,7 @@ def _statement(
     matched AS MATERIALIZED ({matched}),
     -- Sorted once, narrow, so the history (transition ids) and the op rows follow (partition,
     -- customer) whatever the join: the readers below keep this order.
-    changes AS MATERIALIZED (SELECT * FROM ({_changes(seg, m_filter, scanned=scanned)}) d
+    changes AS MATERIALIZED (SELECT * FROM ({changes}) d
                              ORDER BY partition, customer_id),
     upd AS (
         UPDATE memberships m
@@ -186,8 +187,7 @@ async def diff(
 ) -> list[DiffRow] | tuple[int, int]:
     """Run the diff (see ``pg_memberships.diff_segment`` for the arguments). Answers the rows
     written, unordered, when ``answer``; else only how many entered and how many exited."""
-    scanned = candidates_sql is None
-    if scanned:
+    if candidates_sql is None:
         # The writing statement sorts and hashes ~100k rows per 1M customers: at the default 4 MB
         # they spill to disk. Until the unit commits (the caller's transaction).
         await conn.execute(f"SET LOCAL work_mem = '{DIFF_WORK_MEM}'")
@@ -195,7 +195,7 @@ async def diff(
         params = []  # the rule's placeholders are not in the writing statement
     sql = _statement(
         len(params), where_sql, partitions=partitions is not None, candidates_sql=candidates_sql,
-        scanned=scanned, answer=answer,
+        answer=answer,
     )
     args = [
         *params,
