@@ -34,16 +34,24 @@ DIFF_WORK_MEM = "64MB"
 DiffRow = tuple[str, int, int, bool]
 
 
-def _filters(partitions_ph: str | None, candidates: bool) -> tuple[str, str]:
+def _filters(partitions_ph: str | None) -> tuple[str, str]:
     """Extra WHERE conditions on ``customers c`` and on the stored rows ``memberships m`` that
-    would exit (the candidates' filter on those is in ``_changes``)."""
-    c_filter = m_filter = ""
-    if partitions_ph is not None:
-        c_filter += f" AND c.partition = ANY({partitions_ph}::int[])"
-        m_filter += f" AND m.partition = ANY({partitions_ph}::int[])"
-    if candidates:
-        c_filter += " AND c.customer_id IN (SELECT customer_id FROM cand)"
-    return c_filter, m_filter
+    would exit."""
+    if partitions_ph is None:
+        return "", ""
+    cond = f"partition = ANY({partitions_ph}::int[])"
+    return f" AND c.{cond}", f" AND m.{cond}"
+
+
+def _candidates(column: str, value: str) -> str:
+    """The candidates, each once, with the workspace or the segment as a column ``column`` of the
+    row rather than a constant of the join: a constant is estimated by its own statistics, and a
+    workspace or segment newer than them at about one row. Then a plan that re-reads one side per
+    row of the other looks cheapest — the customers of a new workspace each compared with every
+    candidate: each diff of a 20,000-row import 13 s, 0.23 s this way (docs/PERFORMANCE.md, "A
+    tick's candidate diff"). Joined on the column, the other table is sized by its average instead,
+    and the join is a primary-key probe per candidate or a hash join."""
+    return f"(SELECT DISTINCT customer_id, {value} AS {column} FROM cand) k"
 
 
 async def _scan_into_table(
@@ -56,7 +64,7 @@ async def _scan_into_table(
     """The customers ``where_sql`` matches, into ``MATCHED_TABLE`` (a parallel scan when the
     planner finds it worth it)."""
     n = len(params)
-    c_filter, _ = _filters(f"${n + 2}" if partitions is not None else None, False)
+    c_filter, _ = _filters(f"${n + 2}" if partitions is not None else None)
     args = [*params, workspace_id, *([list(partitions)] if partitions is not None else [])]
     await conn.execute(f"DROP TABLE IF EXISTS pg_temp.{MATCHED_TABLE}")
     await conn.execute(
@@ -83,19 +91,21 @@ def _changes(seg: str, m_filter: str, *, candidates: bool) -> str:
     re-reading that CTE per stored row whenever the candidates' values were newer than the
     statistics (a tick's fresh interactions always are: estimated at one row) — quadratic: 15,000
     candidates 5.2 s against 0.14 s now (docs/PERFORMANCE.md, "A tick's candidate diff"). Nor is
-    anything probed per candidate by force (``LATERAL``): a new workspace is estimated at one row,
-    so such a probe may use an index on ``workspace_id`` alone and read the whole workspace each
-    time (a 20k-row import took 92 s that way in a full test run)."""
-    stored = f"segment_id = {seg}::uuid"
+    anything probed per candidate by force (``LATERAL``): with the workspace a constant estimated
+    at one row, such a probe may use an index on ``workspace_id`` alone and read the whole
+    workspace each time (a 20k-row import took 92 s that way in a full test run)."""
+    columns = "m.customer_id, m.partition, m.seq, m.is_member, m.ctid"
     if candidates:
-        stored += " AND customer_id IN (SELECT customer_id FROM cand)"
+        stored = (f"SELECT {columns} FROM {_candidates('seg', seg + '::uuid')}"
+                  " JOIN memberships m ON m.segment_id = k.seg AND m.customer_id = k.customer_id")
+    else:
+        stored = f"SELECT {columns} FROM memberships m WHERE m.segment_id = {seg}::uuid"
     return f"""
         SELECT COALESCE(x.customer_id, m.customer_id) AS customer_id,
                COALESCE(x.partition, m.partition) AS partition,
                COALESCE(m.seq, 0) + 1 AS seq, x.customer_id IS NOT NULL AS enter, m.ctid AS mtid
         FROM matched x
-        FULL JOIN (SELECT customer_id, partition, seq, is_member, ctid FROM memberships
-                   WHERE {stored}) m ON m.customer_id = x.customer_id
+        FULL JOIN ({stored}) m ON m.customer_id = x.customer_id
         WHERE CASE WHEN x.customer_id IS NOT NULL THEN m.is_member IS NOT TRUE
                    ELSE m.is_member{m_filter} END
         """
@@ -104,15 +114,16 @@ def _changes(seg: str, m_filter: str, *, candidates: bool) -> str:
 def _statement(n: int, where_sql: str, *, partitions: bool, candidates_sql: str | None, answer: bool) -> str:
     """The writing statement: over ``candidates_sql``'s customers, or (None) over ``MATCHED_TABLE``."""
     ws, seg, name, cz, ts, key, parts = (f"${n + i}" for i in range(1, 8))
-    c_filter, m_filter = _filters(parts if partitions else None, candidates_sql is not None)
+    c_filter, m_filter = _filters(parts if partitions else None)
     cand_cte = f"cand(customer_id) AS MATERIALIZED ({candidates_sql})," if candidates_sql else ""
     changes = _changes(seg, m_filter, candidates=candidates_sql is not None)
     if candidates_sql is None:
         matched = f"SELECT customer_id, partition FROM pg_temp.{MATCHED_TABLE}"
     else:
         matched = (
-            f"SELECT c.customer_id, c.partition FROM customers c"
-            f" WHERE c.workspace_id = {ws}::text AND NOT c.deleted{c_filter} AND ({where_sql})"
+            f"SELECT c.customer_id, c.partition FROM {_candidates('ws', ws + '::text')}"
+            " JOIN customers c ON c.workspace_id = k.ws AND c.customer_id = k.customer_id"
+            f" WHERE NOT c.deleted{c_filter} AND ({where_sql})"
         )
     result = (
         "SELECT c.customer_id, c.partition, c.seq, c.enter, b.n FROM changes c, bad b"
