@@ -1,5 +1,6 @@
 """The set-based diff (``stores.pg_diff``): grouped Redis op rows, one pass over stored rows,
-and the same result whether the scan goes through the temporary table or a candidate list."""
+the same result whether the scan goes through the temporary table or a candidate list, and plans
+that stay linear in the candidates when the statistics are stale."""
 
 from __future__ import annotations
 
