@@ -49,8 +49,8 @@ def _candidates(column: str, value: str) -> str:
     workspace or segment newer than them at about one row. Then a plan that re-reads one side per
     row of the other looks cheapest — the customers of a new workspace each compared with every
     candidate: each diff of a 20,000-row import 13 s, 0.23 s this way (docs/PERFORMANCE.md, "A
-    tick's candidate diff"). Joined on the column, the other table is sized by its average instead,
-    and the join is a primary-key probe per candidate or a hash join."""
+    candidate diff's candidates joined…"). Joined on the column, the other table is sized by its
+    average instead, and the join is a primary-key probe per candidate or a hash join."""
     return f"(SELECT DISTINCT customer_id, {value} AS {column} FROM cand) k"
 
 
