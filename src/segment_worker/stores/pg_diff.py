@@ -115,16 +115,17 @@ def _statement(n: int, where_sql: str, *, partitions: bool, candidates_sql: str 
     """The writing statement: over ``candidates_sql``'s customers, or (None) over ``MATCHED_TABLE``."""
     ws, seg, name, cz, ts, key, parts = (f"${n + i}" for i in range(1, 8))
     c_filter, m_filter = _filters(parts if partitions else None)
-    cand_cte = f"cand(customer_id) AS MATERIALIZED ({candidates_sql})," if candidates_sql else ""
-    changes = _changes(seg, m_filter, candidates=candidates_sql is not None)
     if candidates_sql is None:
+        cand_cte = ""
         matched = f"SELECT customer_id, partition FROM pg_temp.{MATCHED_TABLE}"
     else:
+        cand_cte = f"cand(customer_id) AS MATERIALIZED ({candidates_sql}),"
         matched = (
             f"SELECT c.customer_id, c.partition FROM {_candidates('ws', ws + '::text')}"
             " JOIN customers c ON c.workspace_id = k.ws AND c.customer_id = k.customer_id"
             f" WHERE NOT c.deleted{c_filter} AND ({where_sql})"
         )
+    changes = _changes(seg, m_filter, candidates=candidates_sql is not None)
     result = (
         "SELECT c.customer_id, c.partition, c.seq, c.enter, b.n FROM changes c, bad b"
         if answer
