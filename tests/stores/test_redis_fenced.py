@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from redis.asyncio import Redis
 
 from helpers.stores import new_partitions, new_ws
@@ -92,3 +94,37 @@ async def test_big_writes_are_split_into_bounded_script_calls(redis: Redis, ws: 
     assert calls >= 3
     assert await read_set(redis, key) == {f"c{i}" for i in range(n)}
     assert await read_set(redis, other) == {f"d{i}" for i in range(300)}
+
+
+# Members as customer ids can be: printable text without spaces, any script, emoji included.
+_MEMBERS = st.sampled_from(["c1", "c2", "Ünïcødé", "客户", "🙂x", "a,b;c", "1,0,0", "%d+"])
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    before=st.lists(st.tuples(st.integers(0, 2), _MEMBERS), max_size=6),
+    writes=st.lists(st.tuples(st.sampled_from(list(OpKind)), st.integers(0, 2), _MEMBERS), max_size=30),
+)
+async def test_a_fenced_apply_equals_applying_the_ops_one_by_one(
+    redis: Redis, before: list[tuple[int, str]], writes: list[tuple[OpKind, int, str]]
+) -> None:
+    ws = new_ws()
+    keys = [segment_key(ws, uuid.uuid4()) for _ in range(3)]
+    expected: list[set[str]] = [set(), set(), set()]
+    for k, m in before:
+        await redis.sadd(keys[k], m)
+        expected[k].add(m)
+    ops = []
+    for kind, k, m in writes:
+        ops.append(RedisOp(k, kind, keys[k], None if kind is OpKind.DEL else m))
+        if kind is OpKind.DEL:
+            expected[k].clear()
+        elif kind is OpKind.SADD:
+            expected[k].add(m)
+        else:
+            expected[k].discard(m)
+    try:
+        await apply_ops_fenced(redis, ops, {0: 1, 1: 1, 2: 1})
+        assert [await read_set(redis, k) for k in keys] == expected
+    finally:
+        await redis.delete(*keys, epochs_key(ws))
