@@ -96,7 +96,7 @@ async def test_big_writes_are_split_into_bounded_script_calls(redis: Redis, ws: 
     assert await read_set(redis, other) == {f"d{i}" for i in range(300)}
 
 
-# Members as customer ids can be: printable text without spaces, any script, emoji included.
+# Members are customer ids: printable, no spaces, any script — the counts argument's separators too.
 _MEMBERS = st.sampled_from(["c1", "c2", "Ünïcødé", "客户", "🙂x", "a,b;c", "1,0,0", "%d+"])
 
 
