@@ -134,13 +134,17 @@ async def sleep_until(cond: Any, limit_s: float, what: str, every_s: float = 0.2
     return loop.time() - start
 
 
-async def wait_owning(run: FaultRun, slots: Sequence[int], limit_s: float = 60.0) -> float:
-    """Wait until each of ``slots``' processes owns a partition (PostgreSQL's ``partitions``)."""
+async def wait_owning(
+    run: FaultRun, slots: Sequence[int], limit_s: float = 60.0, *, only: bool = False
+) -> float:
+    """Wait until each of ``slots``' processes owns a partition (PostgreSQL's ``partitions``);
+    with ``only``, also until no other process owns one (the group has settled without the rest)."""
     from faults.cluster import owners
 
     async def cond() -> bool:
         have = set((await owners(run.conn, run.settings.input_partitions)).values())
-        return all(run.cluster.slots[s].pid in have for s in slots)
+        pids = {run.cluster.slots[s].pid for s in slots}
+        return pids <= have and (not only or have <= pids)
 
     try:
         return await sleep_until(cond, limit_s, f"workers {list(slots)} owning partitions")

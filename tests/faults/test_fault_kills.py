@@ -82,9 +82,15 @@ async def test_sigkill_one_of_three_every_few_seconds(
 async def test_rebalance_storm_one_three_one(
     unique_settings: Settings, workspace_id: str, tmp_path: Path
 ) -> None:
-    """1 → 3 → 1 workers, twice, while records keep coming (clean joins and SIGTERM leaves)."""
+    """1 → 3 → 1 workers, twice, while records keep coming (clean joins and SIGTERM leaves).
+
+    One lane per process, and the second leave only once the group has settled without the first:
+    the test broker (Tansu) keeps a group's leader that leaves while the group is forming, and the
+    group never forms again (DESIGN.md, "Tansu quirks"; ~1 in 5 runs when two processes of two
+    lanes each left at once). The kill test runs two lanes per process; killed members time out.
+    """
     run = await FaultRun.open(
-        unique_settings.model_copy(update={"input_partitions": 6}), workspace_id, tmp_path
+        unique_settings.model_copy(update={"input_partitions": 6, "lanes": 1}), workspace_id, tmp_path
     )
     try:
         total = scaled(8_000, 1_000)
@@ -99,6 +105,7 @@ async def test_rebalance_storm_one_three_one(
             await wait_owning(run, [0, 1, 2])
             await run.produce(chunks[4 * rnd_no + 2])
             assert run.cluster.terminate(1) == 0
+            await wait_owning(run, [0, 2], only=True)
             assert run.cluster.terminate(2) == 0
             await run.produce(chunks[4 * rnd_no + 3])
         for rest in chunks[8:]:
