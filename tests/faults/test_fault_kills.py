@@ -86,8 +86,9 @@ async def test_rebalance_storm_one_three_one(
 
     One lane per process, and the second leave only once the group has settled without the first:
     the test broker (Tansu) keeps a group's leader that leaves while the group is forming, and the
-    group never forms again (DESIGN.md, "Tansu quirks"; ~1 in 5 runs when two processes of two
-    lanes each left at once). The kill test runs two lanes per process; killed members time out.
+    group never forms again (DESIGN.md, "A Tansu bug the tests step around"; ~1 in 5 runs when two
+    processes of two lanes each left at once). The kill test runs two lanes per process; killed
+    members time out.
     """
     run = await FaultRun.open(
         unique_settings.model_copy(update={"input_partitions": 6, "lanes": 1}), workspace_id, tmp_path
