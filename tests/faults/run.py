@@ -147,7 +147,8 @@ async def wait_owning(
         return pids <= have and (not only or have <= pids)
 
     try:
-        return await sleep_until(cond, limit_s, f"workers {list(slots)} owning partitions")
+        what = "every partition" if only else "partitions"
+        return await sleep_until(cond, limit_s, f"workers {list(slots)} owning {what}")
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{run.cluster.logs_tail()}") from None
 
