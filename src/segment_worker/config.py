@@ -45,6 +45,12 @@ class Settings(BaseSettings):
     record_cache_mb: int = Field(default=256, ge=1)
     # Not in the contract: consumers per ``segment-worker run`` process (``lanes``).
     lanes: int = Field(default=2, ge=1, le=32)
+    # Not in the contract: the format workers write ``customers.versions`` in. Workers read both
+    # since migration 014; "grouped" is a third of the bytes and ~15% less PostgreSQL CPU per
+    # churn event (docs/PERFORMANCE.md), but a worker from before migration 014 cannot read it:
+    # switch only once none runs, nor will (rollback) — the two-step upgrade of Kafka's
+    # log.message.format.version (docs/OPERATIONS.md). A next release makes it the default.
+    versions_format: Literal["map", "grouped"] = "map"
 
     @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
     @classmethod

@@ -16,6 +16,7 @@ from segment_worker.service import members as svc
 from segment_worker.service import segments
 from segment_worker.service.context import ServiceContext
 from segment_worker.service.workspaces import update_workspace
+from segment_worker.stores.pg_customers import grouped_versions, read_versions
 
 
 async def _static(ctx: ServiceContext, ws: str, name: str = "List") -> segments.Segment:
@@ -126,19 +127,36 @@ async def test_import_adds_existing_creates_unknown_and_keeps_names(
     assert len(await transitions(ctx, seg.id)) == 3
 
 
+@pytest.mark.parametrize("grouped", [False, True], ids=["versions-map", "versions-grouped"])
 async def test_import_revives_a_deleted_customer_with_the_phone_as_id(
-    ctx: ServiceContext, workspace_id: str
+    ctx: ServiceContext, workspace_id: str, grouped: bool
 ) -> None:
     ws = workspace_id
     phone = "+96891234567"
     await seed(ctx, ws, {phone: [upsert(name="Gone"), {"type": "customer.deleted", "data": {}}]})
+    # A later write the tombstone keeps (its versions survive a delete older than them), in the
+    # format the row was written in: this release writes the map, the next one the groups.
+    late = {"t:vip": (4_000_000_000_000_000, "e-late")}
+    await ctx.pool.execute(
+        "UPDATE customers SET versions = $3 WHERE workspace_id = $1 AND customer_id = $2",
+        ws,
+        phone,
+        grouped_versions(late) if grouped else late,
+    )
     seg = await _static(ctx, ws)
     result = await svc.import_csv(ctx, ws, seg.id, f"phone,name\n{phone},Back\n".encode())
     assert (result.added, result.created) == (1, 1)
     row = await ctx.pool.fetchrow(
-        "SELECT name, deleted FROM customers WHERE workspace_id = $1 AND customer_id = $2", ws, phone
+        "SELECT name, deleted, versions FROM customers WHERE workspace_id = $1 AND customer_id = $2",
+        ws,
+        phone,
     )
     assert (row["name"], row["deleted"]) == ("Back", False)
+    assert isinstance(row["versions"], list if grouped else dict)  # the row keeps its format
+    versions = read_versions(row["versions"])
+    imported = {versions[k] for k in ("f:phone", "f:name", "s:last")}
+    assert len(imported) == 1 and versions.keys() == {"f:phone", "f:name", "s:last", "t:vip"}
+    assert versions["t:vip"] == late["t:vip"]
 
 
 async def test_import_refuses_unusable_files_and_changes_nothing(

@@ -216,7 +216,7 @@ created AS (
     ON CONFLICT (workspace_id, customer_id) DO UPDATE
     SET deleted = false, phone = EXCLUDED.phone, phone_f = EXCLUDED.phone_f, name = EXCLUDED.name,
         name_f = EXCLUDED.name_f, created_at = EXCLUDED.created_at, first_seen_us = EXCLUDED.first_seen_us,
-        versions = c.versions || EXCLUDED.versions, updated_at = now()
+        versions = sw_versions_merge(c.versions, EXCLUDED.versions), updated_at = now()
     WHERE c.deleted AND COALESCE(c.deleted_us, 0) < EXCLUDED.first_seen_us
     RETURNING c.customer_id
 )

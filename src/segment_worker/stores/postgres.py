@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from .pg_customers import load_records, refresh_customer_times, save_states
+from .pg_customers import json_default, load_records, refresh_customer_times, save_states
 from .pg_memberships import (
     delete_segment_rows,
     diff_segment,
@@ -48,14 +48,8 @@ from .pgtimeouts import DEFAULT_TIMEOUTS, Timeouts
 _JSONB_VERSION = b"\x01"
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, set | frozenset):
-        return sorted(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
 def _encode_jsonb(value: Any) -> bytes:
-    return _JSONB_VERSION + orjson.dumps(value, default=_json_default)
+    return _JSONB_VERSION + orjson.dumps(value, default=json_default)
 
 
 def _decode_jsonb(data: bytes) -> Any:
@@ -71,7 +65,7 @@ async def init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec(
         "json",
         schema="pg_catalog",
-        encoder=lambda v: orjson.dumps(v, default=_json_default).decode(),
+        encoder=lambda v: orjson.dumps(v, default=json_default).decode(),
         decoder=orjson.loads,
     )
 

@@ -32,6 +32,7 @@ from ..partitioning import partition_for
 from ..state import CustomerKey, Transition
 from ..stores import OptOutChange
 from ..stores import postgres as pg
+from ..stores.pg_customers import VersionsFormat
 from ..stores.redis_client import RedisClient
 from ..stores.unit import partition_unit
 from .catalog_cache import CatalogCache
@@ -210,6 +211,7 @@ class BatchProcessor:
         before_commit: Callable[[asyncpg.Connection], Any] | None = None,
         on_connection: Callable[[int], None] | None = None,
         latency: EndToEnd | None = None,
+        versions_format: VersionsFormat = "map",
     ) -> None:
         self._pool = pool
         self._redis = redis
@@ -225,6 +227,7 @@ class BatchProcessor:
         self._on_connection = on_connection
         self._stage = "reading"  # what the unit in flight was doing (poison reasons say it)
         self._latency = latency
+        self._versions_format: VersionsFormat = versions_format
 
     async def run(
         self, records: Sequence[Any] | SortedRecords, epochs: Mapping[int, int], partitions: int
@@ -366,7 +369,9 @@ class BatchProcessor:
             self._stage = "writing"
             states = [st for k in result.changed if (st := recs[k].state) is not None]
             optouts = [OptOutChange(ws, cid, keys[(ws, cid)], flag) for ws, cid, flag in result.optouts]
-            await pg.save_states(u.conn, states, times_of=result.times_changed)
+            await pg.save_states(
+                u.conn, states, times_of=result.times_changed, versions_format=self._versions_format
+            )
             await u.write_transitions(result.transitions)
             await pg.write_optout(u.conn, optouts)
             await pg.save_offsets(u.conn, self._group, self._topic, s.next_offsets, s.last)

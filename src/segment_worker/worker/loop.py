@@ -220,6 +220,7 @@ class Worker:
             before_commit=self._outbox.mark_in,
             on_connection=self._listener.ignore_pid,
             latency=self._latency,
+            versions_format=s.versions_format,
         )
         self._ticker = Ticker(
             pool,
