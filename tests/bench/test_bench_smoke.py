@@ -34,6 +34,7 @@ from segment_worker.rules.timectx import TimeContext
 from segment_worker.service.context import ServiceContext
 from segment_worker.service.recompute import dynamic_segments
 from segment_worker.service.workspaces import load_catalog
+from segment_worker.stores.pg_customers import read_versions
 
 NOW = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 
@@ -186,10 +187,33 @@ async def test_bulk_seed_equals_what_sql_computes(pg_server_dsn: str, redis_url:
                 redis_members = {m.decode() if isinstance(m, bytes) else m for m in raw}
                 assert redis_members == want, seg.name
             assert seed.memberships == await ctx.pool.fetchval("SELECT count(*) FROM segment_memberships")
+            # The same customers seeded with the workers' other versions format store the same
+            # versions, grouped (the bench's customers start as the workers would store them).
+            grouped_settings = ctx.settings.model_copy(update={"versions_format": "grouped"})
+            grouped = await ServiceContext.open(grouped_settings)
+            try:
+                await seed_workspace(grouped, spec, ws + "-g", seed.seeded_at, 4)
+            finally:
+                await grouped.close()
+            stored = {
+                (r[0], r[1]): r[2]
+                for r in await ctx.pool.fetch(
+                    "SELECT workspace_id, customer_id, versions FROM customers"
+                    " WHERE workspace_id IN ($1, $2)",
+                    ws,
+                    ws + "-g",
+                )
+            }
+            mine = {cid: v for (w, cid), v in stored.items() if w == ws}
+            assert len(mine) == spec.customers and all(isinstance(v, dict) and v for v in mine.values())
+            for cid, v in mine.items():
+                assert isinstance(stored[(ws + "-g", cid)], list)
+                assert read_versions(stored[(ws + "-g", cid)]) == read_versions(v)
         finally:
-            keys = [k async for k in ctx.redis.scan_iter(match=f"sw:{{{ws}}}:*")]
-            if keys:
-                await ctx.redis.delete(*keys)
+            for w in (ws, ws + "-g"):
+                keys = [k async for k in ctx.redis.scan_iter(match=f"sw:{{{w}}}:*")]
+                if keys:
+                    await ctx.redis.delete(*keys)
             await ctx.close()
     finally:
         await servers.drop_databases()

@@ -44,6 +44,7 @@ from ..state import CustomerState
 from ..stores import OptOutChange
 from ..stores import postgres as pg
 from ..stores.keys import marker_key, segment_key
+from ..stores.pg_customers import VersionsFormat, grouped_versions
 from ..stores.pgtimeouts import set_local_statement_timeout
 from ..stores.redis import KeyWrites, apply_writes
 from ..stores.redisheal import MARKER_OK
@@ -126,13 +127,18 @@ def build_chunk(
 
 
 _COLUMNS = [f.name for f in dataclasses.fields(CustomerState)]
+_VERSIONS = _COLUMNS.index("versions")
 _MEMBERSHIP_COLUMNS = ["segment_id", "customer_id", "workspace_id", "partition", "is_member", "seq",
                        "joined_at"]
 
 
-def _row(state: CustomerState) -> tuple[Any, ...]:
-    """A state as a ``customers`` row (columns are the dataclass fields, in order)."""
-    return tuple(sorted(v) if isinstance(v, set) else v for v in (getattr(state, c) for c in _COLUMNS))
+def _row(state: CustomerState, versions_format: VersionsFormat) -> tuple[Any, ...]:
+    """A state as a ``customers`` row (columns are the dataclass fields, in order), ``versions``
+    in the format the workers write: the bench's customers start as they would be stored."""
+    row = [sorted(v) if isinstance(v, set) else v for v in (getattr(state, c) for c in _COLUMNS)]
+    if versions_format == "grouped":
+        row[_VERSIONS] = grouped_versions(state.versions)
+    return tuple(row)
 
 
 async def _save(
@@ -155,7 +161,9 @@ async def _save(
         await set_local_statement_timeout(u.conn, 0)  # bulk loads: no statement limit (pgtimeouts)
         # COPY, not save_states (an upsert that also maintains customer_times): the rows are new,
         # and customer_times is rebuilt once at the end with refresh_customer_times.
-        await u.conn.copy_records_to_table("customers", records=[_row(s) for s in states], columns=_COLUMNS)
+        fmt = ctx.settings.versions_format
+        customers = [_row(s, fmt) for s in states]
+        await u.conn.copy_records_to_table("customers", records=customers, columns=_COLUMNS)
         await u.conn.copy_records_to_table(
             "memberships", records=rows,
             columns=_MEMBERSHIP_COLUMNS)
