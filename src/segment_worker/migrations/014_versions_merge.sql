@@ -1,9 +1,10 @@
 -- customers.versions comes in two formats: the map written so far, {"<key>": [micros, event_id]},
--- and the grouped one a next release writes, [[micros, event_id, "<key>", ...], ...] (one group
--- per event: ~4 events against ~23 keys per customer in the bench, so about a third of the bytes
--- PostgreSQL parses on every save — docs/PERFORMANCE.md, "versions grouped by event").
--- This release reads both and writes the map; SQL that changes versions goes through this
--- function so it keeps either format, whichever the row has.
+-- and the grouped one, [[micros, event_id, "<key>", ...], ...] (one group per event: ~4 events
+-- against ~23 keys per customer in the bench, so about a third of the bytes PostgreSQL parses on
+-- every save — docs/PERFORMANCE.md, "versions grouped by event"). Workers read both from now on
+-- and write the one SEGMENT_WORKER_VERSIONS_FORMAT names (the map by default: older workers
+-- cannot read groups). SQL that changes versions goes through this function, which keeps the
+-- row's format.
 --
 -- sw_versions_merge(v, add): v with every key of `add` (a map) set to its version in `add`.
 -- A key of `add` leaves the group that held it (a group left without keys goes), and `add`'s
