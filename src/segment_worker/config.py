@@ -13,6 +13,8 @@ from .errors import ConfigError
 
 KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 KafkaSaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+# How workers write ``customers.versions`` (``stores.pg_customers.read_versions`` reads both).
+VersionsFormat = Literal["map", "grouped"]
 
 
 class Settings(BaseSettings):
@@ -50,7 +52,7 @@ class Settings(BaseSettings):
     # churn event (docs/PERFORMANCE.md), but a worker from before migration 014 cannot read it:
     # switch only once none runs, nor will (rollback) — the two-step upgrade of Kafka's
     # log.message.format.version (docs/OPERATIONS.md). A next release makes it the default.
-    versions_format: Literal["map", "grouped"] = "map"
+    versions_format: VersionsFormat = "map"
 
     @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
     @classmethod

@@ -13,9 +13,10 @@ import orjson
 import pytest
 
 from helpers.stores import full_state, new_partitions, new_ws
+from segment_worker.config import VersionsFormat
 from segment_worker.state import CustomerState
 from segment_worker.stores import postgres as pg
-from segment_worker.stores.pg_customers import VersionsFormat, grouped_versions, read_versions
+from segment_worker.stores.pg_customers import grouped_versions, read_versions
 from segment_worker.timeutil import Version
 
 

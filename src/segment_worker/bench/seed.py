@@ -30,6 +30,7 @@ import asyncpg
 import orjson
 
 from ..apply import apply_event
+from ..config import VersionsFormat
 from ..events import parse_event
 from ..partitioning import customer_partition
 from ..rules.compiled import CompiledRule
@@ -44,7 +45,7 @@ from ..state import CustomerState
 from ..stores import OptOutChange
 from ..stores import postgres as pg
 from ..stores.keys import marker_key, segment_key
-from ..stores.pg_customers import VersionsFormat, grouped_versions
+from ..stores.pg_customers import grouped_versions
 from ..stores.pgtimeouts import set_local_statement_timeout
 from ..stores.redis import KeyWrites, apply_writes
 from ..stores.redisheal import MARKER_OK

@@ -10,16 +10,14 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 import asyncpg
 import orjson
 
+from ..config import VersionsFormat
 from ..state import CustomerKey, CustomerRecord, CustomerState, intern_segment
 from ..timeutil import Version, try_date, try_datetime
-
-# How ``customers.versions`` is written (``read_versions`` reads both; Settings.versions_format).
-VersionsFormat = Literal["map", "grouped"]
 
 
 def json_default(value: Any) -> Any:

@@ -25,6 +25,7 @@ from typing import Any
 import asyncpg
 
 from .. import faultpoints, tracing
+from ..config import VersionsFormat
 from ..engine import process
 from ..events import AnyInputEvent, EventError, parse_event
 from ..limits import INSTANT_OUT_OF_RANGE
@@ -32,7 +33,6 @@ from ..partitioning import partition_for
 from ..state import CustomerKey, Transition
 from ..stores import OptOutChange
 from ..stores import postgres as pg
-from ..stores.pg_customers import VersionsFormat
 from ..stores.redis_client import RedisClient
 from ..stores.unit import partition_unit
 from .catalog_cache import CatalogCache
