@@ -134,8 +134,8 @@ async def test_import_revives_a_deleted_customer_with_the_phone_as_id(
     ws = workspace_id
     phone = "+96891234567"
     await seed(ctx, ws, {phone: [upsert(name="Gone"), {"type": "customer.deleted", "data": {}}]})
-    # A later write the tombstone keeps (its versions survive a delete older than them), in the
-    # format the row was written in: this release writes the map, the next one the groups.
+    # A later write the tombstone keeps (its versions survive a delete older than them), in
+    # either format workers write (SEGMENT_WORKER_VERSIONS_FORMAT).
     late = {"t:vip": (4_000_000_000_000_000, "e-late")}
     await ctx.pool.execute(
         "UPDATE customers SET versions = $3 WHERE workspace_id = $1 AND customer_id = $2",

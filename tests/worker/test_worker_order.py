@@ -66,6 +66,7 @@ async def test_stale_and_duplicate_events_change_nothing(
                     ws,
                 )
             ]
+            assert h.metric("segment_worker_events_processed_total", {"outcome": "applied"}) == 9
             formats = await conn.fetchval(
                 "SELECT array_agg(DISTINCT jsonb_typeof(versions)) FROM customers WHERE workspace_id = $1", ws
             )
